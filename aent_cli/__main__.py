@@ -1,0 +1,3 @@
+from aent_cli.cli.app import main
+
+main()

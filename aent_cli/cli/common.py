@@ -1,0 +1,45 @@
+"""What every command shares: compose + validate the config, and turn user errors into exit 2."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Optional
+
+import typer
+from omegaconf import DictConfig
+
+from aent_cli.config import ConfigError, compose_config, validate
+
+OVERRIDES_HELP = "Hydra overrides, e.g. algo=aent algo.p=0.25 trainer.steps=50 (+experiment=setting_a)"
+
+
+class UserError(Exception):
+    """Bad input from the user (paths, data files, values): one line, exit code 2."""
+
+
+def fail(message: str) -> "typer.Exit":
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Report ConfigError / UserError as one line on stderr and exit 2; let real bugs raise."""
+    try:
+        yield
+    except (ConfigError, UserError) as exc:
+        fail(str(exc))
+
+
+def load_config(overrides: Optional[Iterable[str]]) -> DictConfig:
+    with user_errors():
+        return validate(compose_config(list(overrides or [])))
+
+
+def not_built(command: str) -> None:
+    typer.echo(f"error: `aent {command}` is not built yet in this version", err=True)
+    raise typer.Exit(code=2)
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,119 @@
+"""Range checks that types alone cannot express. Each failure names the key, the value and the range."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from aent_cli.config.compose import ConfigError
+
+_CHOICES = {
+    "algo.advantage": ("grpo", "drgrpo"),
+    "algo.policy_loss": ("ppo_clip", "reinforce"),
+    "algo.loss_agg": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
+    "algo.bonus": ("none", "full", "clamped"),
+    "algo.coef.mode": ("adaptive", "constant"),
+    "algo.kl_estimator": ("k1", "k3"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.prompt_template": ("auto", "qwen_boxed", "chat", "plain"),
+    "rollout.backend": ("hf", "vllm"),
+    "rollout.mode": ("colocate", "server"),
+    "reward.extractor": ("boxed", "last_number"),
+    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.backend": ("torch", "deepspeed"),
+}
+
+
+def _get(cfg: DictConfig, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _fail(key: str, value, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is out of range: {allowed}")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Raise ConfigError on the first out-of-range value; return cfg unchanged otherwise."""
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            _fail(key, value, "one of " + ", ".join(choices))
+
+    a, c, t, r = cfg.algo, cfg.algo.coef, cfg.trainer, cfg.rollout
+    if not 0.0 <= a.p < 1.0:
+        _fail("algo.p", a.p, "0 <= p < 1")
+    if a.h_low > a.h_high:
+        _fail("algo.h_low", a.h_low, f"h_low <= h_high (algo.h_high={a.h_high})")
+    if a.h_low < 0:
+        _fail("algo.h_low", a.h_low, ">= 0")
+    if c.init < 0:
+        _fail("algo.coef.init", c.init, ">= 0")
+    if c.mode == "adaptive":
+        if c.min < 0:
+            _fail("algo.coef.min", c.min, ">= 0")
+        if not c.min <= c.init <= c.max:
+            _fail("algo.coef.init", c.init, f"coef.min <= init <= coef.max ([{c.min}, {c.max}])")
+    if c.lr < 0:
+        _fail("algo.coef.lr", c.lr, ">= 0")
+    if c.start_step < 0:
+        _fail("algo.coef.start_step", c.start_step, ">= 0")
+    if c.start_epoch is not None and c.start_epoch < 0:
+        _fail("algo.coef.start_epoch", c.start_epoch, ">= 0")
+    for key in ("clip_eps_low", "clip_eps_high"):
+        if a[key] <= 0:
+            _fail(f"algo.{key}", a[key], "> 0")
+    if a.dual_clip_c is not None and a.dual_clip_c <= 1:
+        _fail("algo.dual_clip_c", a.dual_clip_c, "> 1 (or null to disable)")
+    if a.adv_eps <= 0:
+        _fail("algo.adv_eps", a.adv_eps, "> 0")
+    if a.kl_coef < 0:
+        _fail("algo.kl_coef", a.kl_coef, ">= 0")
+
+    if r.n < 2:
+        _fail("rollout.n", r.n, "group size >= 2")
+    if r.temperature <= 0:
+        _fail("rollout.temperature", r.temperature, "> 0")
+    if not 0 < r.top_p <= 1:
+        _fail("rollout.top_p", r.top_p, "0 < top_p <= 1")
+    if r.top_k == 0 or r.top_k < -1:
+        _fail("rollout.top_k", r.top_k, "-1 (off) or >= 1")
+    if r.max_new_tokens < 1:
+        _fail("rollout.max_new_tokens", r.max_new_tokens, ">= 1")
+
+    for key in ("steps", "batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs", "val_n"):
+        if t[key] < 1:
+            _fail(f"trainer.{key}", t[key], ">= 1")
+    if t.batch_size % t.mini_batch_size:
+        _fail("trainer.mini_batch_size", t.mini_batch_size, f"a divisor of trainer.batch_size={t.batch_size}")
+    if t.lr < 0:
+        _fail("trainer.lr", t.lr, ">= 0")
+    if t.grad_clip <= 0:
+        _fail("trainer.grad_clip", t.grad_clip, "> 0")
+    if t.zero_stage not in (0, 1, 2, 3):
+        _fail("trainer.zero_stage", t.zero_stage, "0, 1, 2 or 3")
+    for key in ("val_every", "checkpoint_every", "threads"):
+        if t[key] < 0:
+            _fail(f"trainer.{key}", t[key], ">= 0")
+    if t.keep_checkpoints < 1:
+        _fail("trainer.keep_checkpoints", t.keep_checkpoints, ">= 1")
+
+    if cfg.reward.timeout_s <= 0:
+        _fail("reward.timeout_s", cfg.reward.timeout_s, "> 0")
+    if cfg.reward.workers < 0:
+        _fail("reward.workers", cfg.reward.workers, ">= 0")
+    if cfg.model.logit_chunk < 1:
+        _fail("model.logit_chunk", cfg.model.logit_chunk, ">= 1")
+    if cfg.data.val_size < 0:
+        _fail("data.val_size", cfg.data.val_size, ">= 0")
+
+    e = cfg.eval
+    if e.k < 1:
+        _fail("eval.k", e.k, ">= 1")
+    if e.temperature < 0:
+        _fail("eval.temperature", e.temperature, ">= 0 (0 = greedy)")
+    if not 0 < e.top_p <= 1:
+        _fail("eval.top_p", e.top_p, "0 < top_p <= 1")
+    if e.limit is not None and e.limit < 1:
+        _fail("eval.limit", e.limit, ">= 1 or null")
+    return cfg
