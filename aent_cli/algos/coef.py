@@ -53,3 +53,19 @@ class AdaptiveEntropyCoef:
 
     def load_state_dict(self, state: Dict[str, float]) -> None:
         self._value = float(state["value"])
+
+
+def build_coef(algo, steps_per_epoch: int) -> AdaptiveEntropyCoef:
+    """The coefficient controller an `algo` config section asks for.
+
+    `coef.start_epoch` (1-based, the paper's "updates from epoch 3") becomes the first global step of
+    that epoch: (start_epoch - 1) * steps_per_epoch + 1; otherwise `coef.start_step` is used as is.
+    """
+    c = algo.coef
+    start = c.start_step
+    if c.start_epoch is not None:
+        start = int(round((c.start_epoch - 1) * steps_per_epoch)) + 1
+    return AdaptiveEntropyCoef(
+        init=c.init, h_low=algo.h_low, h_high=algo.h_high, lr=c.lr, min=c.min, max=c.max,
+        start_step=start, mode=c.mode,
+    )

@@ -8,13 +8,10 @@ from typing import Iterable, Iterator, Optional
 import typer
 from omegaconf import DictConfig
 
-from aent_cli.config import ConfigError, compose_config, validate
+from aent_cli.config import compose_config, validate
+from aent_cli.errors import UserError
 
 OVERRIDES_HELP = "Hydra overrides, e.g. algo=aent algo.p=0.25 trainer.steps=50 (+experiment=setting_a)"
-
-
-class UserError(Exception):
-    """Bad input from the user (paths, data files, values): one line, exit code 2."""
 
 
 def fail(message: str) -> "typer.Exit":
@@ -24,10 +21,10 @@ def fail(message: str) -> "typer.Exit":
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Report ConfigError / UserError as one line on stderr and exit 2; let real bugs raise."""
+    """Report a UserError (ConfigError, DataError, ...) as one line on stderr and exit 2."""
     try:
         yield
-    except (ConfigError, UserError) as exc:
+    except UserError as exc:
         fail(str(exc))
 
 

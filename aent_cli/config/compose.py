@@ -11,10 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from aent_cli.config.schema import AentConfig
-
-
-class ConfigError(ValueError):
-    """A bad config value or override; the CLI prints it as one line and exits 2."""
+from aent_cli.errors import ConfigError
 
 
 def project_path(name: str) -> Path:

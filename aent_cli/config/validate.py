@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from aent_cli.config.compose import ConfigError
+from aent_cli.errors import ConfigError
 
 _CHOICES = {
     "algo.advantage": ("grpo", "drgrpo"),
