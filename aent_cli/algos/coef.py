@@ -1,7 +1,11 @@
-"""The entropy coefficient lambda: adaptive (eq. 4.1 of the AEnt paper) or constant."""
+"""The entropy coefficient lambda: adaptive (eq. 4.1 of the AEnt paper), constant, or target (TRL).
+
+Every controller has `.value`, `.update(entropy, step)`, `state_dict()` / `load_state_dict()` and
+`tracked_entropy` ("clamped" or "full"): which per-step mean entropy the trainer must pass to update.
+"""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Union
 
 
 class AdaptiveEntropyCoef:
@@ -11,6 +15,8 @@ class AdaptiveEntropyCoef:
     unchanged inside. `update(H, step)` applies the rule only when step >= start_step; before that
     lambda stays at `init`. mode="constant" never changes lambda (EntReg, the coefficient ablation).
     """
+
+    tracked_entropy = "clamped"  # eq. 4.1 steers H~ (with p = 0 it is the full entropy)
 
     def __init__(
         self,
@@ -55,7 +61,65 @@ class AdaptiveEntropyCoef:
         self._value = float(state["value"])
 
 
-def build_coef(algo, steps_per_epoch: int) -> AdaptiveEntropyCoef:
+class TargetEntropyCoef:
+    """TRL's adaptive entropy rule: lambda += delta if H <= target else lambda -= delta, clipped to [min, max].
+
+    A bang-bang controller on one target entropy (TRL's use_adaptive_entropy / entropy_target /
+    entropy_coef_delta), the simpler alternative to eq. 4.1's band. `tracked_entropy` is "full" (TRL's
+    rule) unless the bonus it weights is the clamped one. Updates start at `start_step`, like AEnt's.
+    """
+
+    mode = "target"
+
+    def __init__(
+        self,
+        init: float,
+        target: float,
+        delta: float,
+        min: float = 0.0,  # noqa: A002 - the config's name
+        max: float = 1.0,  # noqa: A002
+        start_step: int = 0,
+        tracked_entropy: str = "full",
+    ) -> None:
+        if not min <= init <= max:
+            raise ValueError(f"init={init} is outside [min, max] = [{min}, {max}]")
+        if delta < 0:
+            raise ValueError(f"delta={delta} must be >= 0")
+        if tracked_entropy not in ("full", "clamped"):
+            raise ValueError(f"tracked_entropy must be full or clamped, not {tracked_entropy!r}")
+        self.init, self.target, self.delta = float(init), float(target), float(delta)
+        self.min, self.max, self.start_step = float(min), float(max), int(start_step)
+        self.tracked_entropy = tracked_entropy
+        self._value = float(init)
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def update(self, entropy: float, step: int) -> float:
+        if step < self.start_step:
+            return self._value
+        # TRL raises the coefficient at equality too (entropy <= target).
+        if float(entropy) <= self.target:
+            self._value = min(self._value + self.delta, self.max)
+        else:
+            self._value = max(self._value - self.delta, self.min)
+        return self._value
+
+    def state_dict(self) -> Dict[str, float]:
+        return {
+            "value": self._value, "init": self.init, "target": self.target, "delta": self.delta,
+            "min": self.min, "max": self.max, "start_step": self.start_step, "mode": self.mode,
+            "tracked_entropy": self.tracked_entropy,
+        }
+
+    def load_state_dict(self, state: Dict[str, float]) -> None:
+        if state.get("mode", self.mode) != self.mode:
+            raise ValueError(f"cannot resume a target-entropy coefficient from a {state['mode']!r} one")
+        self._value = float(state["value"])
+
+
+def build_coef(algo, steps_per_epoch: int) -> Union[AdaptiveEntropyCoef, TargetEntropyCoef]:
     """The coefficient controller an `algo` config section asks for.
 
     `coef.start_epoch` (1-based, the paper's "updates from epoch 3") becomes the first global step of
@@ -65,6 +129,11 @@ def build_coef(algo, steps_per_epoch: int) -> AdaptiveEntropyCoef:
     start = c.start_step
     if c.start_epoch is not None:
         start = int(round((c.start_epoch - 1) * steps_per_epoch)) + 1
+    if c.mode == "target":
+        return TargetEntropyCoef(
+            init=c.init, target=algo.target_entropy, delta=c.delta, min=c.min, max=c.max, start_step=start,
+            tracked_entropy="clamped" if algo.bonus == "clamped" else "full",
+        )
     return AdaptiveEntropyCoef(
         init=c.init, h_low=algo.h_low, h_high=algo.h_high, lr=c.lr, min=c.min, max=c.max,
         start_step=start, mode=c.mode,

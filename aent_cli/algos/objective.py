@@ -5,7 +5,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from aent_cli.algos import aggregation, entropy, kl, policy  # noqa: F401 - fill the registries
+from aent_cli.algos import aggregation, entropy, entropy_controls, kl, policy  # noqa: F401 - fill the registries
 from aent_cli.algos.aggregation import masked_mean
 from aent_cli.algos.registry import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, lookup
 
@@ -21,6 +21,7 @@ def compute_loss(
     ref_logp: Optional[torch.Tensor] = None,
     denom: Optional[float] = None,
     norm_length: Optional[int] = None,
+    token_entropy: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """The scalar loss to minimise for one (micro-)batch and its detached stats.
 
@@ -28,6 +29,8 @@ def compute_loss(
     All tensors are [B, T] over response tokens except `advantages`, which may be [B] (broadcast
     to every token of its response, as GRPO's trajectory-level advantage is). `bonus_entropy` is the
     per-token entropy the bonus uses (full or clamped, per `algo.bonus`); required unless bonus=none.
+    `token_entropy` is the detached per-token full entropy, for policy losses that select tokens by
+    entropy (policy_loss=high_entropy_mask).
     """
     if advantages.dim() == logp.dim() - 1:
         advantages = advantages.unsqueeze(-1).expand_as(logp)
@@ -37,7 +40,7 @@ def compute_loss(
         logp, old_logp, advantages, mask,
         clip_eps_low=algo.clip_eps_low, clip_eps_high=algo.clip_eps_high,
         dual_clip_c=algo.get("dual_clip_c") if hasattr(algo, "get") else getattr(algo, "dual_clip_c", None),
-        algo=algo,
+        algo=algo, token_entropy=token_entropy,
     )
     loss = aggregate(per_token, mask, denom=denom, norm_length=norm_length)
     stats["pg_loss"] = loss.detach()

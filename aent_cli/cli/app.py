@@ -5,8 +5,8 @@ from typing import List, Optional
 
 import typer
 
-from aent_cli.cli import config_cmd
-from aent_cli.cli.common import OVERRIDES_HELP, not_built
+from aent_cli.cli import ablate_cmd, config_cmd, eval_cmd, report_cmd, sweep_cmd, ui_cmd
+from aent_cli.cli.common import OVERRIDES_HELP
 
 app = typer.Typer(
     name="aent",
@@ -21,37 +21,22 @@ app.add_typer(config_cmd.app, name="config")
 @app.command()
 def train(overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
     """Train with GRPO / EntReg / AEnt (default: AEnt on the embedded tiny model)."""
-    not_built("train")
+    from aent_cli.cli.train_cmd import train as run
+
+    run(overrides)
 
 
-@app.command("eval")
-def eval_(overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
-    """Evaluate models on the paper's math benchmarks (avg@k, pass@k, maj@k)."""
-    not_built("eval")
+app.command("eval")(eval_cmd.eval_command)
 
 
-@app.command()
-def sweep(overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
-    """Run a Hydra multirun over p, the entropy bounds or the methods."""
-    not_built("sweep")
+app.command("sweep")(sweep_cmd.sweep_command)
+app.command("ablate")(ablate_cmd.ablate_command)
 
 
-@app.command()
-def ablate(name: str = typer.Argument(..., help="coef | p")) -> None:
-    """Run a named ablation of the paper (adaptive vs constant coefficient; different p)."""
-    not_built("ablate")
+app.command("report")(report_cmd.report_command)
 
 
-@app.command()
-def report() -> None:
-    """Build the paper's benchmark table and figures from MLflow runs."""
-    not_built("report")
-
-
-@app.command()
-def ui() -> None:
-    """Start the MLflow UI on the store aent writes to."""
-    not_built("ui")
+app.command("ui")(ui_cmd.ui_command)
 
 
 def main() -> None:

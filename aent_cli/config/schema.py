@@ -7,13 +7,14 @@ The YAML files under `conf/` fill these dataclasses; Hydra checks types against 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 
 @dataclass
 class CoefConfig:
-    """The entropy coefficient lambda (eq. 4.1). `constant` keeps it at `init` (EntReg, ablations)."""
-    mode: str = "adaptive"  # adaptive | constant
+    """The entropy coefficient lambda (eq. 4.1). `constant` keeps it at `init` (EntReg, ablations);
+    `target` steps it by `delta` toward algo.target_entropy (TRL's adaptive entropy)."""
+    mode: str = "adaptive"  # adaptive | constant | target
     init: float = 0.002
     min: float = 0.0006
     max: float = 0.009
@@ -22,6 +23,7 @@ class CoefConfig:
     # steps from the dataset and batch sizes and wins when set.
     start_step: int = 0
     start_epoch: Optional[float] = None
+    delta: float = 0.005  # mode=target: the fixed step up (entropy <= target) or down (TRL's default)
 
 
 @dataclass
@@ -29,7 +31,7 @@ class AlgoConfig:
     name: str = "aent"
     advantage: str = "grpo"  # grpo | drgrpo
     adv_eps: float = 1e-6
-    policy_loss: str = "ppo_clip"  # ppo_clip | reinforce
+    policy_loss: str = "ppo_clip"  # ppo_clip | reinforce | clip_cov | kl_cov | high_entropy_mask
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
     dual_clip_c: Optional[float] = None  # dual-clip bound c > 1 for negative advantages; null = off
@@ -41,6 +43,14 @@ class AlgoConfig:
     coef: CoefConfig = field(default_factory=CoefConfig)
     kl_coef: float = 0.0  # KL penalty to the reference (initial) policy; 0 = off
     kl_estimator: str = "k3"  # k1 | k3
+    # Other entropy controls (aent_cli/algos/entropy_controls.py); defaults are verl's / the papers'.
+    cov_ratio: float = 2e-4  # clip_cov: fraction of valid tokens whose gradient is dropped
+    cov_clip_lower: float = 1.0  # clip_cov: covariance band (lower, upper) the dropped tokens come from
+    cov_clip_upper: float = 5.0
+    kl_cov_ratio: float = 2e-4  # kl_cov: fraction of valid tokens (largest covariance) given the KL term
+    kl_cov_coef: float = 1.0  # kl_cov: weight of |logp - old_logp| on those tokens
+    target_entropy: float = 0.2  # coef.mode=target: mean per-token entropy (nats) to steer toward
+    entropy_mask_rho: float = 0.2  # high_entropy_mask: fraction of tokens (highest entropy) with gradient
 
 
 @dataclass
@@ -92,7 +102,9 @@ class RewardConfig:
     correct: float = 1.0
     format_reward: float = 0.0  # added when an answer could be extracted at all
     timeout_s: float = 5.0  # hard limit per answer; a timeout scores 0 and is counted
-    workers: int = 0  # grading processes; 0 = grade in a helper thread of this process
+    # Grading processes (a stuck math-verify check can only be stopped by killing its process);
+    # 0 = one helper process, as 1.
+    workers: int = 0
 
 
 @dataclass
@@ -125,16 +137,23 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    benchmarks: List[str] = field(default_factory=lambda: ["math500"])
-    data_dir: str = "${oc.env:AENT_DATA_DIR,../shared/data/benchmarks}"
-    k: int = 4
+    """`aent eval` (and the report's output folder). Sampling defaults are the paper's: avg@4 at
+    temperature 0.6, top-p 0.95, top-k 20."""
+    benchmarks: List[str] = field(default_factory=lambda: ["math500"])  # names, or `all`
+    # AENT_DATA_DIR is the shared data root (as in conf/data/math.yaml); benchmark files live below it.
+    data_dir: str = "${oc.env:AENT_DATA_DIR,../shared/data}/benchmarks"
+    # Per-benchmark source instead of <data_dir>/<name>.jsonl: a JSONL path, a hub id, or `hub`.
+    sources: Dict[str, str] = field(default_factory=dict)
+    k: int = 4  # samples per problem: avg@k, pass@k, maj@k
     temperature: float = 0.6
     top_p: float = 0.95
     top_k: int = 20
     max_new_tokens: int = 3072
-    limit: Optional[int] = None
-    models: List[str] = field(default_factory=list)
-    batch_size: int = 64
+    seed: int = 0
+    limit: Optional[int] = None  # first N problems of each benchmark
+    models: List[str] = field(default_factory=list)  # empty = model.path
+    checkpoint: str = "best"  # for training-run models: best (val/acc) | final | all
+    batch_size: int = 64  # prompts per generate call
     output_dir: str = "reports"
 
 

@@ -7,10 +7,10 @@ from aent_cli.errors import ConfigError
 
 _CHOICES = {
     "algo.advantage": ("grpo", "drgrpo"),
-    "algo.policy_loss": ("ppo_clip", "reinforce"),
+    "algo.policy_loss": ("ppo_clip", "reinforce", "clip_cov", "kl_cov", "high_entropy_mask"),
     "algo.loss_agg": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
     "algo.bonus": ("none", "full", "clamped"),
-    "algo.coef.mode": ("adaptive", "constant"),
+    "algo.coef.mode": ("adaptive", "constant", "target"),
     "algo.kl_estimator": ("k1", "k3"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.prompt_template": ("auto", "qwen_boxed", "chat", "plain"),
@@ -49,7 +49,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         _fail("algo.h_low", a.h_low, ">= 0")
     if c.init < 0:
         _fail("algo.coef.init", c.init, ">= 0")
-    if c.mode == "adaptive":
+    if c.mode in ("adaptive", "target"):
         if c.min < 0:
             _fail("algo.coef.min", c.min, ">= 0")
         if not c.min <= c.init <= c.max:
@@ -69,6 +69,19 @@ def validate(cfg: DictConfig) -> DictConfig:
         _fail("algo.adv_eps", a.adv_eps, "> 0")
     if a.kl_coef < 0:
         _fail("algo.kl_coef", a.kl_coef, ">= 0")
+    for key in ("cov_ratio", "kl_cov_ratio", "entropy_mask_rho"):
+        if not 0 < a[key] <= 1:
+            _fail(f"algo.{key}", a[key], "a fraction in (0, 1]")
+    if a.cov_clip_lower >= a.cov_clip_upper:
+        _fail("algo.cov_clip_lower", a.cov_clip_lower, f"< algo.cov_clip_upper={a.cov_clip_upper}")
+    if a.kl_cov_coef < 0:
+        _fail("algo.kl_cov_coef", a.kl_cov_coef, ">= 0")
+    if a.target_entropy < 0:
+        _fail("algo.target_entropy", a.target_entropy, ">= 0 (nats)")
+    if c.delta < 0:
+        _fail("algo.coef.delta", c.delta, ">= 0")
+    if c.mode == "target" and a.bonus == "none":
+        _fail("algo.coef.mode", c.mode, "target needs an entropy bonus (algo.bonus=full or clamped)")
 
     if r.n < 2:
         _fail("rollout.n", r.n, "group size >= 2")
@@ -116,4 +129,11 @@ def validate(cfg: DictConfig) -> DictConfig:
         _fail("eval.top_p", e.top_p, "0 < top_p <= 1")
     if e.limit is not None and e.limit < 1:
         _fail("eval.limit", e.limit, ">= 1 or null")
+    if e.top_k == 0 or e.top_k < -1:
+        _fail("eval.top_k", e.top_k, "-1 (off) or >= 1")
+    for key in ("max_new_tokens", "batch_size"):
+        if e[key] < 1:
+            _fail(f"eval.{key}", e[key], ">= 1")
+    if e.checkpoint not in ("best", "final", "all"):
+        _fail("eval.checkpoint", e.checkpoint, "one of best, final, all")
     return cfg

@@ -1,0 +1,24 @@
+"""`aent train`: compose the config, validate it, run the training loop."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from aent_cli.cli.common import load_config, user_errors
+
+
+def _shorthand(overrides: List[str]) -> List[str]:
+    """`resume=<dir>` and `steps=N` are accepted for trainer.resume / trainer.steps."""
+    aliases = {"resume": "trainer.resume", "steps": "trainer.steps"}
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        out.append(f"{aliases[key]}={value}" if sep and key in aliases else item)
+    return out
+
+
+def train(overrides: Optional[List[str]]) -> None:
+    cfg = load_config(_shorthand(list(overrides or [])))
+    from aent_cli.engine.trainer import run_training
+
+    with user_errors():
+        run_training(cfg)

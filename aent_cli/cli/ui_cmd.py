@@ -1,0 +1,103 @@
+"""`aent ui`: the MLflow UI on the store that train / eval / sweep write (the same URI resolution:
+tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db), served on loopback until Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import List, Optional
+
+import typer
+
+from aent_cli.cli.common import OVERRIDES_HELP, fail, load_config
+
+STARTUP_TIMEOUT_S = 120.0  # the first start may migrate an old store's schema
+STOP_TIMEOUT_S = 10.0
+
+
+def server_command(uri: str, host: str, port: int, workers: int) -> List[str]:
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's whole process group (mlflow server forks workers), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # `kill` stops the server the way Ctrl-C does
+
+
+def ui_command(
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP + "; tracking.uri picks the store"),
+    port: int = typer.Option(5000, "--port", "-p", min=1, max=65535, help="Port on 127.0.0.1."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; keep loopback unless you mean it."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server worker processes."),
+) -> None:
+    """Start the MLflow UI on the store aent writes to; Ctrl-C stops it."""
+    from aent_cli.tracking.store import tracking_uri
+
+    cfg = load_config(overrides)
+    uri = tracking_uri(cfg.tracking.uri)
+    if uri.startswith(("http://", "https://", "databricks")):
+        typer.echo(f"the store is a tracking server already: open {uri}")
+        return
+    if not port_free(host, port):
+        fail(f"port {port} on {host} is in use: pass --port")
+    url = f"http://{host}:{port}"
+    # Its own session: the terminal's Ctrl-C reaches only us, and we stop the whole group in order.
+    proc = subprocess.Popen(server_command(uri, host, port, workers), start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if not wait_healthy(url, proc, STARTUP_TIMEOUT_S):
+            code = proc.poll()
+            stop(proc)
+            fail(f"the MLflow server did not come up on {url}" + (f" (exit code {code})" if code is not None else ""))
+        typer.echo(f"MLflow UI: {url}  (store {uri}; Ctrl-C stops it)")
+        sys.stdout.flush()
+        code = proc.wait()
+        fail(f"the MLflow server exited with code {code}")
+    except KeyboardInterrupt:
+        stop(proc)
+        typer.echo("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop(proc)

@@ -1,0 +1,102 @@
+"""Checkpoints: model (safetensors), optimizer (torch tensors, loaded with weights_only=True), RNG
+states (safetensors) and everything else as plain JSON, written to a temporary folder and renamed,
+so a crash mid-write never leaves a broken latest checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from aent_cli.errors import UserError
+
+LATEST = "latest"
+
+
+def _rng_tensors() -> Dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"torch_cuda_{i}"] = state
+    return out
+
+
+def _restore_rng(tensors: Dict[str, torch.Tensor], python_state: Any) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = sorted(k for k in tensors if k.startswith("torch_cuda_"))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    version, internal, gauss = python_state
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, state: Dict[str, Any], keep: int) -> Path:
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp_step_{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
+    full_state = {**state, "step": step, "python_random": list(random.getstate())}
+    (tmp / "trainer_state.json").write_text(json.dumps(full_state, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    pointer_tmp = root / f".{LATEST}.tmp"
+    pointer_tmp.write_text(final.name)
+    os.replace(pointer_tmp, root / LATEST)
+    _prune(root, keep, final.name)
+    return final
+
+
+def _prune(root: Path, keep: int, newest: str) -> None:
+    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in steps[:-keep]:
+        if old.name != newest:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    pointer = Path(run_dir) / "checkpoints" / LATEST
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").is_file() else None
+
+
+def find_run_dir(resume: str, output_dir: str) -> Path:
+    """`resume` is a run directory, or "latest": the newest run under output_dir with a checkpoint."""
+    if resume == "latest":
+        candidates = [d for d in Path(output_dir).glob("*") if d.is_dir() and latest_checkpoint(d)]
+        if not candidates:
+            raise UserError(f"resume=latest: no run with a checkpoint under {output_dir}/")
+        return max(candidates, key=lambda d: (latest_checkpoint(d) / "trainer_state.json").stat().st_mtime)
+    run_dir = Path(resume).expanduser()
+    if not run_dir.is_dir():
+        raise UserError(f"resume={resume}: no such run directory")
+    if latest_checkpoint(run_dir) is None:
+        raise UserError(f"resume={resume}: the run has no checkpoint to resume from")
+    return run_dir
+
+
+def load_trainer_state(ckpt: Path) -> Dict[str, Any]:
+    return json.loads((ckpt / "trainer_state.json").read_text())
+
+
+def restore_checkpoint(ckpt: Path, model, optimizer) -> Dict[str, Any]:
+    """Load weights, optimizer and RNG states in place; return the JSON trainer state."""
+    for shard in sorted(ckpt.glob("model*.safetensors")):  # one file, or save_pretrained's shards
+        model.load_state_dict(load_file(str(shard)), strict=False)
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
+    state = load_trainer_state(ckpt)
+    _restore_rng(load_file(str(ckpt / "rng.safetensors")), state["python_random"])
+    return state

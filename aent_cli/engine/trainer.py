@@ -1,0 +1,182 @@
+"""Algorithm 1 of the AEnt paper, one global step at a time:
+1. pi_b = the current policy; 2. sample a batch of queries and G responses each, grade them;
+3. optimise L_PO + lambda * bonus for the configured mini-epochs; 4. update lambda (eq. 4.1).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from omegaconf import DictConfig
+
+from aent_cli.algos.advantages import ADVANTAGES
+from aent_cli.algos.aggregation import masked_mean
+from aent_cli.algos.coef import build_coef
+from aent_cli.algos.registry import lookup
+from aent_cli.data.prompts import render_prompt
+from aent_cli.engine.checkpoint import restore_checkpoint, save_checkpoint
+from aent_cli.engine.sampler import QuerySampler, take
+from aent_cli.engine.setup import RunContext, TrainingSetup
+from aent_cli.engine.update import measure, optimise
+from aent_cli.eval.runner import evaluate_problems
+from aent_cli.models.logprobs import pack_sequences
+from aent_cli.rollout import SamplingParams
+
+VAL_SEED = 1234
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    final_model_dir: Path
+    steps: int
+    history: List[Dict[str, float]] = field(default_factory=list)  # per-step metrics, this process
+    val: Dict[int, float] = field(default_factory=dict)
+
+
+def _val_accuracy(setup: TrainingSetup) -> float:
+    """val/acc with the eval sampling parameters, on a forked RNG so validation never changes the
+    training trajectory (a run validated more often samples the same rollouts)."""
+    cfg = setup.cfg
+    params = SamplingParams(n=cfg.trainer.val_n, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
+                            top_k=cfg.eval.top_k, max_new_tokens=cfg.rollout.max_new_tokens)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(VAL_SEED)
+        result = evaluate_problems(setup.rollout, setup.val_problems, setup.val_prompts, params, setup.grader,
+                                   batch_size=cfg.eval.batch_size)
+    return result.scores[f"avg@{cfg.trainer.val_n}"]
+
+
+def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> Dict[str, float]:
+    cfg, algo, tok = setup.cfg, setup.cfg.algo, setup.tokenizer
+    started = time.perf_counter()
+    problems = take(setup.train_problems, sampler.next_batch())
+    prompts = [render_prompt(p.problem, setup.prompt_template, tok) for p in problems]
+    group = cfg.rollout.n
+    params = SamplingParams(n=group, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                            top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens)
+    generated = setup.rollout.generate(prompts, params)
+    t_rollout = time.perf_counter()
+
+    completions = [c for g in generated for c in g.completions]
+    answers = [p.answer for p in problems for _ in range(group)]
+    graded = setup.grader.grade([c.text for c in completions], answers)
+    rewards = torch.tensor(graded.rewards, dtype=torch.float32)
+    advantages = lookup(ADVANTAGES, algo.advantage, "advantage estimator")(rewards, group, algo.adv_eps)
+    t_reward = time.perf_counter()
+
+    batch = pack_sequences([g.prompt_ids for g in generated for _ in g.completions],
+                           [c.token_ids for c in completions], tok.pad_token_id).to(setup.device)
+    advantages = advantages.to(setup.device)
+    updates_per_step = cfg.trainer.ppo_epochs * (cfg.trainer.batch_size // cfg.trainer.mini_batch_size)
+    micro = cfg.trainer.micro_batch_size
+    old = None
+    if updates_per_step > 1:
+        old = measure(setup.model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk, micro)
+    ref_logp = None
+    if algo.kl_coef > 0:
+        ref_logp = measure(setup.ref_model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk,
+                           micro)["logp"]
+    t_old = time.perf_counter()
+
+    stats = optimise(
+        setup.model, setup.optimizer, algo, batch, advantages, old, ref_logp, coef.value,
+        temperature=cfg.rollout.temperature, chunk=cfg.model.logit_chunk, group_size=group,
+        mini_batch_queries=cfg.trainer.mini_batch_size, micro_batch_size=micro,
+        ppo_epochs=cfg.trainer.ppo_epochs, grad_clip=cfg.trainer.grad_clip,
+        max_response_length=cfg.rollout.max_new_tokens)
+    measured = stats.pop("_measured", None) or old
+    t_update = time.perf_counter()
+
+    mask = batch.response_mask
+    entropy = float(masked_mean(measured["entropy"], mask))
+    clamped = float(masked_mean(measured["clamped_entropy"], mask))
+    lam_used = coef.value
+    coef.update(clamped if getattr(coef, "tracked_entropy", "clamped") == "clamped" else entropy, step)
+    elapsed = time.perf_counter() - started
+    n_tokens = float(mask.sum())
+    metrics = {
+        "reward/mean": float(rewards.mean()),
+        "acc/train": sum(graded.correct) / len(graded.correct),
+        "response_length/mean": n_tokens / len(completions),
+        "response_length/clip_ratio": sum(not c.finished for c in completions) / len(completions),
+        "actor/entropy": entropy,
+        "actor/clamped_entropy": clamped,
+        "actor/entropy_coef": lam_used,
+        "actor/entropy_coef_next": coef.value,
+        "reward/grade_timeouts": float(graded.timeouts),
+        "perf/step_time_s": elapsed,
+        "perf/tokens_per_s": n_tokens / elapsed,
+        "timing/rollout_s": t_rollout - started,
+        "timing/reward_s": t_reward - t_rollout,
+        "timing/old_logp_s": t_old - t_reward,
+        "timing/update_s": t_update - t_old,
+    }
+    for key, value in stats.items():
+        metrics[f"actor/{key}"] = value
+    return metrics
+
+
+def run_training(cfg: DictConfig, context: Optional[RunContext] = None) -> TrainResult:
+    """Train per `cfg`, recording to MLflow; resumes when cfg.trainer.resume is set."""
+    setup = TrainingSetup.build(cfg, context)
+    try:
+        return _loop(setup)
+    except KeyboardInterrupt:
+        setup.tracker.end("KILLED")
+        raise
+    except BaseException:
+        setup.tracker.end("FAILED")
+        raise
+    finally:
+        setup.close()
+
+
+def _loop(setup: TrainingSetup) -> TrainResult:
+    cfg, t = setup.cfg, setup.cfg.trainer
+    sampler = QuerySampler(len(setup.train_problems), t.batch_size, t.seed, cfg.data.shuffle)
+    coef = build_coef(cfg.algo, sampler.steps_per_epoch)
+    start_step = 0
+    if setup.resume_checkpoint is not None:
+        state = restore_checkpoint(setup.resume_checkpoint, setup.model, setup.optimizer)
+        coef.load_state_dict(state["coef"])
+        sampler.load_state_dict(state["sampler"])
+        start_step = int(state["step"])
+    result = TrainResult(setup.tracker.run_id, setup.run_dir, setup.run_dir / "final", t.steps)
+
+    def checkpoint(step: int) -> None:
+        setup.tracker.flush()
+        save_checkpoint(setup.run_dir, step, setup.model, setup.tokenizer, setup.optimizer,
+                        {"coef": coef.state_dict(), "sampler": sampler.state_dict(),
+                         "mlflow_run_id": setup.tracker.run_id}, t.keep_checkpoints)
+
+    if start_step == 0 and t.val_every >= 0 and setup.val_problems:
+        acc = _val_accuracy(setup)
+        result.val[0] = acc
+        setup.tracker.log({"val/acc": acc}, 0)
+
+    last = min(t.steps, t.stop_after) if t.stop_after is not None else t.steps
+    with setup.console.progress(total=t.steps, completed=start_step) as progress:
+        for step in range(start_step + 1, last + 1):
+            metrics = train_step(setup, coef, sampler, step)
+            if setup.val_problems and t.val_every and (step % t.val_every == 0 or step == t.steps):
+                metrics["val/acc"] = _val_accuracy(setup)
+                result.val[step] = metrics["val/acc"]
+            setup.tracker.log(metrics, step)
+            result.history.append({"step": step, **metrics})
+            progress.advance(step, metrics)
+            if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == last:
+                checkpoint(step)
+
+    if last < t.steps:  # stopped early on purpose (trainer.stop_after): resumable, not finished
+        setup.tracker.end("KILLED")
+        return result
+    setup.model.save_pretrained(result.final_model_dir, safe_serialization=True)
+    setup.tokenizer.save_pretrained(result.final_model_dir)
+    setup.tracker.finish(result)
+    setup.console.summary(result)
+    return result

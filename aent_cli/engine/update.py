@@ -1,0 +1,109 @@
+"""Step 3 of Algorithm 1: optimise the batch surrogate of L_PO + lambda * bonus over mini-epochs,
+mini-batches and micro-batches (gradient accumulation that sums to the mini-batch's loss)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+import torch
+
+from aent_cli.algos.objective import compute_loss
+from aent_cli.models.logprobs import SequenceBatch, response_token_stats
+
+
+def _needs(algo) -> Dict[str, bool]:
+    return {
+        "want_full": algo.bonus == "full" or algo.policy_loss == "high_entropy_mask",
+        "want_clamped": algo.bonus == "clamped",
+    }
+
+
+def _denominator(algo, mask: torch.Tensor) -> float:
+    return float(mask.sum()) if algo.loss_agg == "token_mean" else float(mask.shape[0])
+
+
+@torch.no_grad()
+def measure(model, batch: SequenceBatch, temperature: float, p: float, chunk: int, micro: int) -> Dict[str, torch.Tensor]:
+    """Log-probs and both entropies of the sampling policy on the sampled positions (no grad)."""
+    parts = defaultdict(list)
+    for start in range(0, batch.input_ids.shape[0], micro):
+        sub = batch.rows(slice(start, start + micro))
+        stats = response_token_stats(model, sub, temperature, p, chunk=chunk)
+        width = batch.responses.shape[1]
+        for key, value in stats.items():
+            parts[key].append(torch.nn.functional.pad(value, (0, width - value.shape[1])))
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def optimise(
+    model,
+    optimizer,
+    algo,
+    batch: SequenceBatch,
+    advantages: torch.Tensor,
+    old: Optional[Dict[str, torch.Tensor]],
+    ref_logp: Optional[torch.Tensor],
+    coef: float,
+    *,
+    temperature: float,
+    chunk: int,
+    group_size: int,
+    mini_batch_queries: int,
+    micro_batch_size: int,
+    ppo_epochs: int,
+    grad_clip: float,
+    max_response_length: int,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[str, float]:
+    """Run the updates; returns mean stats over optimiser steps (plus, when `old` is None, the
+    on-policy measurements taken from the single update's own forward pass)."""
+    n_seqs = batch.input_ids.shape[0]
+    seqs_per_mini = mini_batch_queries * group_size
+    needs = _needs(algo)
+    single_pass = old is None  # one mini-batch, one epoch: pi_old == pi_theta, reuse this forward
+    totals: Dict[str, List[float]] = defaultdict(list)
+    measured = defaultdict(list)
+
+    model.train()
+    for _ in range(ppo_epochs):
+        # shuffle whole groups, so group statistics stay inside a mini-batch
+        order = torch.randperm(n_seqs // group_size, generator=generator) if ppo_epochs > 1 else torch.arange(
+            n_seqs // group_size)
+        seq_order = (order.unsqueeze(1) * group_size + torch.arange(group_size)).reshape(-1)
+        for mb_start in range(0, n_seqs, seqs_per_mini):
+            mb_rows = seq_order[mb_start:mb_start + seqs_per_mini]
+            denom = _denominator(algo, batch.response_mask[mb_rows])
+            optimizer.zero_grad(set_to_none=True)
+            step_stats = defaultdict(float)
+            for mc_start in range(0, len(mb_rows), micro_batch_size):
+                rows = mb_rows[mc_start:mc_start + micro_batch_size]
+                sub = batch.rows(rows)
+                width = sub.responses.shape[1]
+                stats = response_token_stats(model, sub, temperature, algo.p, chunk=chunk, **needs)
+                logp = stats["logp"]
+                old_logp = logp.detach() if single_pass else old["logp"][rows, :width]
+                bonus = {"full": stats["entropy"], "clamped": stats["clamped_entropy"]}.get(algo.bonus)
+                loss, loss_stats = compute_loss(
+                    algo, logp, old_logp, advantages[rows], sub.response_mask, coef,
+                    bonus_entropy=bonus,
+                    ref_logp=None if ref_logp is None else ref_logp[rows, :width],
+                    denom=denom, norm_length=max_response_length,
+                    token_entropy=stats["entropy"].detach(),
+                )
+                loss.backward()
+                share = len(rows) / len(mb_rows)
+                for key, value in loss_stats.items():
+                    step_stats[key] += float(value) * share
+                if single_pass:
+                    full_width = batch.responses.shape[1]
+                    for key in ("logp", "entropy", "clamped_entropy"):
+                        measured[key].append(torch.nn.functional.pad(stats[key].detach(), (0, full_width - width)))
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            step_stats["grad_norm"] = float(grad_norm)
+            for key, value in step_stats.items():
+                totals[key].append(value)
+    out = {key: sum(values) / len(values) for key, values in totals.items()}
+    if single_pass:
+        out["_measured"] = {key: torch.cat(values) for key, values in measured.items()}
+    return out

@@ -1,0 +1,149 @@
+"""`aent eval` end to end: check every input, then per model load it once, run every benchmark,
+record the MLflow run, and print / write the tables.
+
+All user errors (unknown benchmark, missing file, malformed data, bad model reference, unknown run id)
+surface in `plan_eval`, before any model is loaded.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from aent_cli.data.problem import Problem
+from aent_cli.eval.benchmarks import BenchSource, benchmark_names, load_benchmark, resolve_source
+from aent_cli.eval.recording import EvalRecorder, comparison_table, summary_table
+from aent_cli.eval.runner import BenchResult, evaluate_problems
+from aent_cli.eval.targets import ModelTarget, resolve_model
+from aent_cli.rollout.base import SamplingParams
+from aent_cli.tracking import store, tables
+
+
+@dataclass
+class EvalPlan:
+    sources: List[BenchSource]
+    problems: Dict[str, List[Problem]]
+    targets: List[ModelTarget]
+
+
+@dataclass
+class ModelEval:
+    target: ModelTarget
+    run_id: str
+    results: Dict[str, BenchResult] = field(default_factory=dict)
+
+
+def plan_eval(cfg: DictConfig) -> EvalPlan:
+    e = cfg.eval
+    sources = [resolve_source(name, source, e.data_dir, dict(e.sources))
+               for name, source in benchmark_names(list(e.benchmarks))]
+    problems = {s.bench.name: load_benchmark(s, e.limit) for s in sources}
+    refs = list(e.models) or [cfg.model.path]
+    targets = [t for ref in refs for t in resolve_model(ref, e.checkpoint, lambda: store.client(cfg.tracking.uri))]
+    return EvalPlan(sources, problems, targets)
+
+
+def sampling_params(cfg: DictConfig) -> SamplingParams:
+    e = cfg.eval
+    return SamplingParams(n=e.k, temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
+                          max_new_tokens=e.max_new_tokens, seed=e.seed)
+
+
+def target_config(cfg: DictConfig, target: ModelTarget) -> DictConfig:
+    """The config this target is evaluated (and recorded) with: model.path = the target, and the
+    training run's prompt template when the config leaves it to `auto`."""
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    out.model.path = target.path
+    out.model.gradient_checkpointing = False  # it turns off the KV cache: generation would crawl
+    if out.model.prompt_template == "auto" and target.prompt_template:
+        out.model.prompt_template = target.prompt_template
+    return out
+
+
+def prompt_template(cfg: DictConfig, source: BenchSource) -> str:
+    return source.bench.template if source.bench.template != "auto" else cfg.model.prompt_template
+
+
+def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, recorder: EvalRecorder,
+                    progress=None) -> Dict[str, BenchResult]:
+    from aent_cli.data.prompts import render_prompt, resolve_template
+    from aent_cli.models.loading import load_policy, resolve_device
+    from aent_cli.rewards import Grader
+    from aent_cli.rollout import build_rollout
+
+    model, tokenizer = load_policy(cfg.model, resolve_device(cfg.trainer.device))
+    backend = build_rollout(cfg.rollout, model, tokenizer)
+    results: Dict[str, BenchResult] = {}
+    try:
+        with Grader.from_config(cfg.reward) as grader:
+            for source in plan.sources:
+                name = source.bench.name
+                problems = plan.problems[name]
+                template = resolve_template(prompt_template(cfg, source), tokenizer)
+                recorder.set_tags({f"aent.prompt_template.{name}": template})
+                prompts = [render_prompt(p.problem, template, tokenizer) for p in problems]
+                task = progress.add_task(f"{target.label} · {name}", total=len(problems)) if progress else None
+                advance = (lambda n, task=task: progress.advance(task, n)) if progress else None
+                results[name] = evaluate_problems(backend, problems, prompts, sampling_params(cfg), grader,
+                                                  batch_size=cfg.eval.batch_size, on_progress=advance)
+                recorder.log_bench(name, results[name])
+    finally:
+        backend.close()
+    return results
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+def run_eval(cfg: DictConfig, console=None, progress_console=None) -> List[ModelEval]:
+    """Evaluate every target on every benchmark; returns the results with their MLflow run ids."""
+    plan = plan_eval(cfg)
+    client = store.client(cfg.tracking.uri)
+    done: List[ModelEval] = []
+    for target in plan.targets:
+        tcfg = target_config(cfg, target)
+        params = {**store.flatten(tcfg), "eval.model_ref": target.ref}
+        recorder = EvalRecorder(client, cfg.tracking.experiment, target, params)
+        entry = ModelEval(target, recorder.run_id)
+        status = "FAILED"
+        try:
+            if progress_console is not None:
+                with _progress(progress_console) as progress:
+                    entry.results = evaluate_target(tcfg, plan, target, recorder, progress)
+            else:
+                entry.results = evaluate_target(tcfg, plan, target, recorder)
+            status = "FINISHED"
+        finally:
+            recorder.finish(entry.results, status)
+        done.append(entry)
+        if console is not None:
+            console.print(tables.to_rich(summary_table(entry.results),
+                                         title=f"{target.label}  (MLflow run {recorder.run_id})"))
+    write_summary(cfg, done, console)
+    return done
+
+
+def write_summary(cfg: DictConfig, done: List[ModelEval], console=None) -> Optional[Path]:
+    """Table 1 shape over the evaluated models, printed and written to <eval.output_dir>/eval-<time>/."""
+    if not done:
+        return None
+    labels = [m.target.label if [d.target.label for d in done].count(m.target.label) == 1
+              else f"{m.target.label} ({m.run_id[:8]})" for m in done]
+    table = comparison_table({label: m.results for label, m in zip(labels, done)},
+                             run_ids={label: m.run_id for label, m in zip(labels, done)})
+    folder = Path(cfg.eval.output_dir) / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.md").write_text(tables.to_markdown(table, f"avg@{cfg.eval.k} per benchmark"), encoding="utf-8")
+    (folder / "summary.csv").write_text(tables.to_csv(table), encoding="utf-8")
+    if console is not None:
+        k = cfg.eval.k
+        console.print(tables.to_rich(table, title=f"avg@{k} per benchmark"))
+        console.print(f"wrote {folder / 'summary.md'} and summary.csv")
+    return folder

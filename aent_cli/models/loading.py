@@ -1,0 +1,74 @@
+"""Load a policy (model + tokenizer) from the `model` config: the embedded tiny model, a local
+Hugging Face directory, or a hub id (for users online)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Tuple
+
+import torch
+
+from aent_cli.errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def resolve_model_path(model_cfg, progress_factory=None) -> str:
+    """A directory or hub id to load; `tiny` builds (or finds cached) the embedded model."""
+    path = str(model_cfg.path)
+    if path == "tiny":
+        from aent_cli.models.tiny import ensure_tiny_model
+
+        return str(ensure_tiny_model(model_cfg.tiny_warmstart_steps, model_cfg.tiny_seed, progress_factory))
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise UserError(f"model.path={path}: not a Hugging Face model directory (no config.json)")
+        return str(local)
+    if path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise UserError(f"model.path={path}: no such directory, and not a hub id of the form org/name")
+    return path
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    """The tokenizer class the model directory names (AutoTokenizer would turn a custom fast
+    tokenizer saved beside a Qwen2 config into a Qwen2Tokenizer that drops spaces)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_file = Path(path) / "tokenizer_config.json"
+    if config_file.is_file() and (Path(path) / "tokenizer.json").is_file():
+        declared = json.loads(config_file.read_text()).get("tokenizer_class", "")
+        if declared in ("PreTrainedTokenizerFast", "TokenizersBackend"):
+            tok = PreTrainedTokenizerFast.from_pretrained(path)
+        else:
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    else:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_policy(model_cfg, device: torch.device | str = "cpu", progress_factory=None) -> Tuple[object, object]:
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model_cfg, progress_factory)
+    tokenizer = load_tokenizer(path, model_cfg.trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[model_cfg.dtype], trust_remote_code=model_cfg.trust_remote_code)
+    except OSError as exc:
+        raise UserError(f"model.path={model_cfg.path}: cannot load ({' '.join(str(exc).split())[:300]})") from None
+    if model_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model.to(device), tokenizer

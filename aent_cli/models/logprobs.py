@@ -1,0 +1,128 @@
+"""Per-token log-probs and entropies of sampled responses, computed from the final hidden states a
+chunk of positions at a time, so the [tokens, V] logits of a micro-batch are never held at once:
+each chunk applies the LM head, reduces to per-token numbers, and is recomputed in backward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from aent_cli.algos.entropy import clamped_entropy, full_entropy
+
+
+@dataclass
+class SequenceBatch:
+    """Prompt + response token ids, right-padded, with the response positions marked.
+
+    `responses[b, j]` is the j-th generated token of row b, predicted from position
+    `response_start[b] + j - 1` of `input_ids`.
+    """
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    responses: torch.Tensor  # [B, T]
+    response_mask: torch.Tensor  # [B, T] (1 on generated tokens, EOS included)
+    response_start: torch.Tensor  # [B]
+
+    def to(self, device) -> "SequenceBatch":
+        return SequenceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.responses,
+                                                        self.response_mask, self.response_start)))
+
+    def rows(self, index) -> "SequenceBatch":
+        """A sub-batch, trimmed to its own longest sequence and response."""
+        sub = SequenceBatch(self.input_ids[index], self.attention_mask[index], self.responses[index],
+                            self.response_mask[index], self.response_start[index])
+        width = int(sub.attention_mask.sum(-1).max())
+        t_width = max(int(sub.response_mask.sum(-1).max()), 1)
+        return SequenceBatch(sub.input_ids[:, :width], sub.attention_mask[:, :width],
+                             sub.responses[:, :t_width], sub.response_mask[:, :t_width], sub.response_start)
+
+
+def pack_sequences(prompt_ids: Sequence[List[int]], response_ids: Sequence[List[int]], pad_id: int) -> SequenceBatch:
+    lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
+    width, t_width = max(lengths), max(max(len(r) for r in response_ids), 1)
+    batch = len(prompt_ids)
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((batch, width), dtype=torch.long)
+    responses = torch.full((batch, t_width), pad_id, dtype=torch.long)
+    response_mask = torch.zeros((batch, t_width), dtype=torch.float32)
+    for b, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+        seq = list(p) + list(r)
+        input_ids[b, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention[b, :len(seq)] = 1
+        if r:
+            responses[b, :len(r)] = torch.tensor(r, dtype=torch.long)
+            response_mask[b, :len(r)] = 1.0
+    start = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+    return SequenceBatch(input_ids, attention, responses, response_mask, start)
+
+
+def _chunk_stats(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], targets: torch.Tensor,
+                 temperature: float, p: float, want_full: bool, want_clamped: bool, measured: dict):
+    """Per-token log-prob (+ the entropies the loss differentiates) of one chunk of positions.
+
+    Entropies wanted only as measurements go into `measured`, without grad and only on the first
+    call: under activation checkpointing this function runs again in backward, and recomputing
+    numbers nobody differentiates would be wasted work.
+    """
+    logits = torch.nn.functional.linear(hidden, weight, bias).float() / temperature
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    ent = full_entropy(logits) if want_full else None
+    clamped = clamped_entropy(logits, p) if want_clamped else None
+    if not measured.get("done"):
+        with torch.no_grad():
+            detached = logits.detach()
+            measured["entropy"] = ent.detach() if ent is not None else full_entropy(detached)
+            measured["clamped_entropy"] = clamped.detach() if clamped is not None else clamped_entropy(detached, p)
+        measured["done"] = True
+    return logp, ent, clamped
+
+
+def response_token_stats(
+    model,
+    batch: SequenceBatch,
+    temperature: float = 1.0,
+    p: float = 0.0,
+    want_full: bool = True,
+    want_clamped: bool = True,
+    chunk: int = 1024,
+) -> Dict[str, torch.Tensor]:
+    """{"logp", "entropy", "clamped_entropy"}: [B, T] fp32 tensors on the response positions (0 elsewhere).
+
+    Entropies are of softmax(logits / temperature), the distribution the rollout sampled from, with
+    the clamped one at percentage p. When grad is enabled, logp and the entropies flagged by
+    want_full / want_clamped are differentiable; the others are detached measurements.
+    """
+    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    head = model.get_output_embeddings()
+    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=positions, use_cache=False).last_hidden_state
+    bsz, t_width = batch.responses.shape
+    # hidden state that predicts response token j sits at position start + j - 1
+    gather_at = (batch.response_start.unsqueeze(1) - 1 + torch.arange(t_width, device=hidden.device)).clamp(
+        max=hidden.shape[1] - 1)
+    valid = batch.response_mask.bool()
+    flat_hidden = hidden.gather(1, gather_at.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))[valid]
+    flat_targets = batch.responses[valid]
+
+    outs = {k: [] for k in ("logp", "entropy", "clamped_entropy")}
+    use_checkpoint = torch.is_grad_enabled()
+    for start in range(0, flat_hidden.shape[0], chunk):
+        measured: dict = {}
+        args = (flat_hidden[start:start + chunk], head.weight, head.bias, flat_targets[start:start + chunk],
+                temperature, p, want_full, want_clamped, measured)
+        logp, ent, clamped = checkpoint(_chunk_stats, *args, use_reentrant=False) if use_checkpoint else _chunk_stats(*args)
+        outs["logp"].append(logp)
+        outs["entropy"].append(ent if ent is not None else measured["entropy"])
+        outs["clamped_entropy"].append(clamped if clamped is not None else measured["clamped_entropy"])
+
+    stats = {}
+    for key, parts in outs.items():
+        dense = hidden.new_zeros((bsz, t_width), dtype=torch.float32)
+        if parts:
+            dense = dense.masked_scatter(valid, torch.cat(parts))
+        stats[key] = dense
+    return stats

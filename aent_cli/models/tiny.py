@@ -1,0 +1,141 @@
+"""The embedded default model: a ~1M-parameter Qwen2 with a character tokenizer, warm-started by
+supervised training on the arithmetic task, cached by recipe so later runs start at once.
+
+Everything is built locally from a config: no download. The result is an ordinary Hugging Face
+model directory (config.json, model.safetensors, tokenizer.json), loaded like any other model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from aent_cli.data.arithmetic import TASK_VERSION, arithmetic_problems, boxed_response
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+CHARS = "0123456789+-*/=()\\{}^., \nabcdefghijklmnopqrstuvwxyz"
+ARCH = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64)
+RECIPE_VERSION = 1
+
+
+def cache_root() -> Path:
+    base = os.environ.get("AENT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "aent")
+    return Path(base)
+
+
+def recipe(steps: int, seed: int) -> dict:
+    return {"arch": ARCH, "chars": CHARS, "task": TASK_VERSION, "steps": steps, "seed": seed,
+            "batch": 64, "lr": 3e-3, "version": RECIPE_VERSION}
+
+
+def recipe_key(rec: dict) -> str:
+    return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_tokenizer():
+    """A character-level fast tokenizer that round-trips text exactly (spaces included)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK] + list(CHARS))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+                                   padding_side="left")
+
+
+def build_model(tokenizer, seed: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tokenizer), tie_word_embeddings=True, rope_theta=10000.0,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.eos_token_id, **ARCH)
+    return Qwen2ForCausalLM(config)
+
+
+def _sft_batch(tokenizer, problems):
+    """Left-padded prompt+response+EOS ids, with labels only on the response (and EOS)."""
+    rows, labels = [], []
+    for prob in problems:
+        p_ids = tokenizer.encode(prob.problem, add_special_tokens=False)
+        r_ids = tokenizer.encode(boxed_response(prob.answer), add_special_tokens=False) + [tokenizer.eos_token_id]
+        rows.append(p_ids + r_ids)
+        labels.append([-100] * len(p_ids) + r_ids)
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    lab = torch.tensor([[-100] * (width - len(r)) + r for r in labels])
+    attn = (torch.arange(width)[None, :] >= torch.tensor([width - len(r) for r in rows])[:, None]).long()
+    return ids, lab, attn
+
+
+def warm_start(model, tokenizer, steps: int, seed: int, progress: Optional[Callable[[int, float], None]] = None):
+    """Supervised training on fresh arithmetic problems (held-out test prompts excluded)."""
+    rec = recipe(steps, seed)
+    batch = rec["batch"]
+    problems = arithmetic_problems(steps * batch, seed, "warmstart")
+    opt = torch.optim.AdamW(model.parameters(), lr=rec["lr"], weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    model.train()
+    for step in range(steps):
+        ids, lab, attn = _sft_batch(tokenizer, problems[step * batch:(step + 1) * batch])
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        loss = model(input_ids=ids, attention_mask=attn, position_ids=pos, labels=lab).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if progress is not None:
+            progress(step + 1, loss.item())
+    model.eval()
+    return model
+
+
+def ensure_tiny_model(steps: int, seed: int, progress_factory=None) -> Path:
+    """Path of the cached warm-started model for this recipe, building it on first use.
+
+    Written to a temporary folder and renamed into place, so an interrupted warm start never leaves
+    a half-written model behind and concurrent runs agree on the result.
+    """
+    rec = recipe(steps, seed)
+    target = cache_root() / f"tiny-{recipe_key(rec)}"
+    if (target / "recipe.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rng_state = (random.getstate(), torch.get_rng_state())
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, seed)
+    started = time.time()
+    progress = progress_factory(steps) if progress_factory else None
+    warm_start(model, tokenizer, steps, seed, progress)
+    random.setstate(rng_state[0])
+    torch.set_rng_state(rng_state[1])
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "recipe.json").write_text(json.dumps({**rec, "warmstart_seconds": time.time() - started}, indent=2))
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first: keep theirs
+            if not (target / "recipe.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

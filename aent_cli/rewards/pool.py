@@ -1,0 +1,174 @@
+"""Worker processes that check answer pairs with a hard deadline per pair.
+
+A process, not a thread, because the only reliable way to stop sympy inside a C-level computation
+(`9^{9^{9^{9}}}`) is to kill the process running it. Workers are plain subprocesses speaking JSON
+lines (`worker.py`), so nothing is pickled and the parent's `__main__` is never re-imported; they are
+started once, reused across batches, and a worker that passes its deadline is killed and replaced.
+Works from any thread of the parent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+_START_TIMEOUT_S = 120.0  # importing sympy on a loaded machine can take a while; a hang cannot
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+OK, TIMEOUT, ERROR = "ok", "timeout", "error"
+
+
+class GraderError(RuntimeError):
+    """The grading workers cannot run at all (broken install), as opposed to one bad answer."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    equivalent: bool
+    status: str = OK  # ok | timeout | error
+    detail: str = ""
+
+
+class _Worker:
+    def __init__(self, timeout_s: float):
+        env = dict(os.environ)
+        # The child must import this package even from an uninstalled checkout.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aent_cli.rewards.worker", repr(timeout_s)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, bufsize=0,
+        )
+        self.fd = self.proc.stdout.fileno()
+        self.buffer = b""
+        self.ready = False
+        self.task: Optional[int] = None
+        self.deadline = time.monotonic() + _START_TIMEOUT_S
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and self.task is None
+
+    def send(self, index: int, predicted: str, reference: str, timeout_s: float) -> None:
+        line = json.dumps({"i": index, "pred": predicted, "ref": reference}) + "\n"
+        self.task = index
+        self.deadline = time.monotonic() + timeout_s
+        self.proc.stdin.write(line.encode())
+
+    def read(self) -> Optional[List[dict]]:
+        """Complete messages available now; None when the process has exited."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            return None
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def stderr_tail(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace").strip()[-500:]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def _kill_all(workers: List[_Worker]) -> None:
+    for worker in workers:
+        worker.kill()
+    workers.clear()
+
+
+class VerifierPool:
+    """`size` persistent worker processes; `run` checks (predicted, reference) pairs."""
+
+    def __init__(self, size: int, timeout_s: float):
+        if size < 1:
+            raise ValueError(f"pool size must be >= 1, got {size}")
+        self.size = size
+        self.timeout_s = timeout_s
+        self._workers: List[_Worker] = []
+        # Kills the workers when the pool is garbage-collected or the interpreter exits unclosed.
+        self._finalizer = weakref.finalize(self, _kill_all, self._workers)
+
+    def pids(self) -> List[int]:
+        return [w.proc.pid for w in self._workers]
+
+    def close(self) -> None:
+        """Kill the workers (idempotent; a later `run` starts new ones)."""
+        self._finalizer()
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._workers[self._workers.index(worker)] = _Worker(self.timeout_s)
+
+    def run(self, pairs: Sequence[Tuple[str, str]]) -> List[Outcome]:
+        if not pairs:
+            return []
+        if not self._finalizer.alive:  # closed earlier: start afresh, with a new exit hook
+            self._finalizer = weakref.finalize(self, _kill_all, self._workers)
+        for worker in list(self._workers):
+            if worker.task is not None:  # left busy by an interrupted run: its reply would be stale
+                self._replace(worker)
+        results: List[Optional[Outcome]] = [None] * len(pairs)
+        pending = deque(range(len(pairs)))
+        while len(self._workers) < self.size:
+            self._workers.append(_Worker(self.timeout_s))
+        remaining = len(pairs)
+        while remaining:
+            for worker in list(self._workers):
+                if worker.idle and pending:
+                    index = pending.popleft()
+                    try:
+                        worker.send(index, *pairs[index], self.timeout_s)
+                    except OSError:  # died between tasks: retry the pair on a fresh worker
+                        pending.appendleft(index)
+                        self._replace(worker)
+            waiting = [w for w in self._workers if not w.ready or w.task is not None]
+            wait_s = max(0.0, min(w.deadline for w in waiting) - time.monotonic())
+            readable, _, _ = select.select([w.fd for w in waiting], [], [], wait_s)
+            for worker in [w for w in waiting if w.fd in readable]:
+                messages = worker.read()
+                if messages is None:  # the process died (crash, memory or CPU limit)
+                    if not worker.ready:
+                        raise GraderError(f"a grading worker failed to start: {worker.stderr_tail()}")
+                    results[worker.task] = Outcome(False, ERROR, "worker process died")
+                    remaining -= 1
+                    self._replace(worker)
+                    continue
+                for msg in messages:
+                    if "fatal" in msg:
+                        raise GraderError(f"a grading worker failed to start: {msg['fatal']}")
+                    if msg.get("ready"):
+                        worker.ready = True
+                    elif msg.get("i") == worker.task:
+                        error = msg.get("error")
+                        results[worker.task] = Outcome(bool(msg.get("ok")), ERROR if error else OK,
+                                                       error or "")
+                        worker.task = None
+                        remaining -= 1
+            now = time.monotonic()
+            for worker in list(self._workers):
+                if worker.deadline > now or worker.idle:
+                    continue
+                if not worker.ready:
+                    raise GraderError(f"a grading worker did not start within {_START_TIMEOUT_S:.0f} s")
+                results[worker.task] = Outcome(False, TIMEOUT, f"over {self.timeout_s:g} s")
+                remaining -= 1
+                self._replace(worker)
+        return results  # type: ignore[return-value]

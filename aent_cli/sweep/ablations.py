@@ -1,0 +1,55 @@
+"""The paper's named ablations: a sweep file in `sweeps/` plus the figure drawn on the parent run.
+
+- coef (Fig. 5): AEnt with the adaptive coefficient vs the same run with lambda held at coef.init.
+- p (Fig. 6): AEnt at several clamping percentages, with GRPO and EntReg as reference lines.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+from aent_cli.errors import ConfigError
+from aent_cli.sweep.summary import CLAMPED, LENGTH, JobOutcome, best_vs_p, curves, score_key
+from aent_cli.tracking import figures
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    sweep_file: str  # in sweeps/
+    title: str
+    figure: Callable[[Sequence[JobOutcome], Path], List[Path]]
+
+
+def _over_steps(outcomes: Sequence[JobOutcome]) -> List[figures.Panel]:
+    score = score_key(outcomes)
+    return [figures.Panel(curves(outcomes, score), "Score", score),
+            figures.Panel(curves(outcomes, LENGTH), "Response length", "tokens"),
+            figures.Panel(curves(outcomes, CLAMPED), "Clamped entropy", "H~ (nats)")]
+
+
+def coef_figure(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
+    return [figures.plot_panels(_over_steps(outcomes), out_dir / "fig5_adaptive_vs_constant_coef.png",
+                                suptitle="AEnt: adaptive vs constant entropy coefficient")]
+
+
+def p_figure(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
+    panels = _over_steps(outcomes)
+    versus_p = best_vs_p(outcomes)
+    if versus_p:
+        panels.append(figures.Panel(versus_p, "Best score vs p", "best val/acc", xlabel="p (clamping percentage)"))
+    return [figures.plot_panels(panels, out_dir / "fig6_clamping_percentage.png",
+                                suptitle="AEnt at different clamping percentages p (GRPO, EntReg for reference)")]
+
+
+ABLATIONS: Dict[str, Ablation] = {a.name: a for a in [
+    Ablation("coef", "ablate_coef", "Adaptive vs constant entropy coefficient (Fig. 5)", coef_figure),
+    Ablation("p", "ablate_p", "Different clamping percentages p (Fig. 6)", p_figure),
+]}
+
+
+def get_ablation(name: str) -> Ablation:
+    if name not in ABLATIONS:
+        raise ConfigError(f"unknown ablation {name!r}: choose one of {', '.join(ABLATIONS)}")
+    return ABLATIONS[name]

@@ -1,0 +1,176 @@
+"""A sweep from start to end: plan (expand + validate every job before anything runs), open the parent
+MLflow run, launch the jobs, then close stray children and leave the summary on the parent."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from aent_cli.errors import ConfigError
+from aent_cli.sweep import runs, summary
+from aent_cli.sweep.ablations import Ablation
+from aent_cli.sweep.launch import LaunchOptions, describe, hydra_overrides, job_error, launch
+from aent_cli.sweep.spec import Job, SweepFile, expand_jobs, load_sweep_file
+from aent_cli.sweep.task import SweepTask
+from aent_cli.tracking import store
+
+
+@dataclass
+class SweepPlan:
+    sweep: SweepFile
+    jobs: List[Job]
+    job_overrides: List[str]  # the command line's overrides for the jobs
+    hydra_overrides: List[str]  # the command line's hydra/launcher=..., hydra.launcher.*=...
+    tracking_uri: str  # absolute, shared by every job
+    experiment: str
+    output_dir: Path
+    ablation: Optional[Ablation] = None
+
+    @property
+    def name(self) -> str:
+        return f"ablate-{self.ablation.name}" if self.ablation else self.sweep.name
+
+
+@dataclass
+class SweepResult:
+    parent_run_id: str
+    run_name: str
+    status: str  # FINISHED | FAILED | KILLED
+    outcomes: List[summary.JobOutcome]
+    table: summary.SweepTable
+    files: List[Path] = field(default_factory=list)
+    sweep_dir: Optional[Path] = None
+
+    @property
+    def failed(self) -> List[summary.JobOutcome]:
+        return [o for o in self.outcomes if o.status != "FINISHED"]
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep, after the bookkeeping: carries what was finished."""
+
+    def __init__(self, result: SweepResult) -> None:
+        super().__init__("sweep interrupted")
+        self.result = result
+
+
+def split_cli(items: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """(job overrides, Hydra's own hydra.* / hydra/... overrides for the launcher)."""
+    jobs, hydra = [], []
+    for item in items:
+        key = item.split("=", 1)[0].lstrip("+~")
+        (hydra if key == "hydra" or key.startswith(("hydra.", "hydra/")) else jobs).append(item)
+    return jobs, hydra
+
+
+def absolute_uri(uri: str) -> str:
+    """A local store's URI made absolute, so jobs in other working directories write the same store."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).expanduser().resolve())
+    if "://" not in uri and not uri.startswith("file:"):
+        return str(Path(uri).expanduser().resolve())
+    return uri
+
+
+def _validated(job: Job):
+    from aent_cli.config import compose_config, validate
+
+    try:
+        return validate(compose_config(job.overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"sweep job #{job.index} ({job.label}): {exc}") from None
+
+
+def check_launcher(hydra_items: Sequence[str], n_jobs: int) -> None:
+    """Compose the launcher's config now, so a missing plugin or a bad hydra.* key fails before any job."""
+    from hydra import compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from aent_cli.sweep.hydra_session import hydra_message, hydra_session
+
+    options = LaunchOptions(Path("."), n_jobs, list(hydra_items))
+    with hydra_session():
+        try:
+            compose("config", overrides=hydra_overrides(options), return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException) as exc:
+            hint = " (pip install hydra-submitit-launcher)" if "submitit" in options.launcher_name() else ""
+            raise ConfigError(f"launcher {options.launcher_name()!r}: {hydra_message(exc)}{hint}") from None
+
+
+def plan_sweep(sweep_spec: Optional[str], overrides: Sequence[str] = (), ablation: Optional[Ablation] = None,
+               n_jobs: int = 1) -> SweepPlan:
+    """Expand and validate every job (a bad override names its job and fails here, before any run)."""
+    from aent_cli.sweep.hydra_session import hydra_session
+
+    if n_jobs < 1:
+        raise ConfigError(f"--jobs={n_jobs} is out of range: >= 1")
+    sweep = load_sweep_file(sweep_spec) if sweep_spec else SweepFile(name="inline")
+    job_items, hydra_items = split_cli(list(overrides))
+    with hydra_session() as loader:
+        jobs = expand_jobs(sweep, job_items, loader)
+    configs = [_validated(job) for job in jobs]
+    for key in ("uri", "experiment"):
+        values = {str(cfg.tracking[key]) for cfg in configs}
+        if len(values) > 1:
+            raise ConfigError(f"tracking.{key} differs between the sweep's jobs ({', '.join(sorted(values))}): "
+                              f"a sweep records to one store and experiment")
+    check_launcher(hydra_items, n_jobs)
+    first = configs[0]
+    return SweepPlan(sweep, jobs, job_items, hydra_items, absolute_uri(store.tracking_uri(first.tracking.uri)),
+                     first.tracking.experiment, Path(first.trainer.output_dir), ablation)
+
+
+def run_sweep(plan: SweepPlan, n_jobs: int = 1, quiet: Optional[bool] = None,
+              notify: Callable[[str], None] = lambda message: None) -> SweepResult:
+    """Run every job; returns when all have ended. Failed jobs do not stop the others; Ctrl-C raises
+    SweepInterrupted after the unfinished child runs are marked KILLED and the summary is written."""
+    client = store.client(plan.tracking_uri)
+    run_name = runs.sweep_run_name(plan.name)
+    options = LaunchOptions(plan.output_dir / run_name, n_jobs, plan.hydra_overrides)
+    launcher = options.launcher_name()
+    tags = {"aent.sweep.name": plan.name, "aent.sweep.file": str(plan.sweep.path or ""),
+            "aent.sweep.launcher": launcher, "aent.sweep.overrides": " ".join(plan.job_overrides)}
+    if plan.ablation:
+        tags["aent.ablation"] = plan.ablation.name
+    parent = runs.start_parent(client, plan.experiment, run_name, plan.jobs, tags)
+    parallel = launcher != "basic"
+    threads = max(1, (os.cpu_count() or 1) // n_jobs) if launcher == "joblib" and n_jobs > 1 else 0
+    task = SweepTask(parent, plan.tracking_uri, run_name, {j.index: j.label for j in plan.jobs},
+                     quiet=parallel if quiet is None else quiet, threads=threads)
+    notify(f"sweep {run_name}: {len(plan.jobs)} job(s), launcher {launcher}, parent run {parent} "
+           f"in {plan.tracking_uri}")
+
+    returns: list = []
+    interrupted, launch_failure = False, None
+    try:
+        returns = launch([job.overrides for job in plan.jobs], task, options)
+    except KeyboardInterrupt:
+        interrupted = True
+    except Exception as exc:  # noqa: BLE001 - the launcher itself broke: record it on the parent
+        launch_failure = exc
+
+    status = "KILLED" if interrupted else "FAILED"
+    try:
+        errors = {i: describe(err) for i, r in enumerate(returns) if (err := job_error(r)) is not None}
+        runs.close_unfinished(client, parent, status)
+        outcomes = summary.collect(client, runs.children(client, parent), plan.jobs, errors)
+        table = summary.summary_table(outcomes)
+        out_dir = options.sweep_dir / "summary"
+        files = summary.write_summary(table, out_dir) + summary.sweep_figures(outcomes, out_dir)
+        if plan.ablation:
+            files += plan.ablation.figure(outcomes, out_dir)
+        summary.log_files(client, parent, files)
+        if launch_failure is not None:
+            store.set_tags(client, parent, {"aent.error": describe(launch_failure)})
+        ok = not interrupted and launch_failure is None and all(o.status == "FINISHED" for o in outcomes)
+        status = "FINISHED" if ok else status
+    finally:
+        client.set_terminated(parent, status=status)
+    result = SweepResult(parent, run_name, status, outcomes, table, files, options.sweep_dir)
+    if interrupted:
+        raise SweepInterrupted(result)
+    if launch_failure is not None:
+        raise launch_failure
+    return result

@@ -1,0 +1,87 @@
+"""What a person watching the terminal sees: warm-start and training progress, a final summary."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Dict, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+SHOWN = (("reward", "reward/mean"), ("H", "actor/entropy"), ("H~", "actor/clamped_entropy"),
+         ("lambda", "actor/entropy_coef"), ("val", "val/acc"))
+
+
+class _StepProgress:
+    def __init__(self, progress: Progress, task) -> None:
+        self.progress, self.task = progress, task
+        self.last_val = None
+
+    def advance(self, step: int, metrics: Dict[str, float]) -> None:
+        self.last_val = metrics.get("val/acc", self.last_val)
+        parts = []
+        for label, key in SHOWN:
+            value = self.last_val if key == "val/acc" else metrics.get(key)
+            if value is not None:
+                parts.append(f"{label} {value:.3g}")
+        self.progress.update(self.task, completed=step, stats="  ".join(parts))
+
+
+class _Silent:
+    def advance(self, step: int, metrics: Dict[str, float]) -> None:
+        pass
+
+
+class TrainConsole:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.console = Console(stderr=True)
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+                        console=self.console, transient=False)
+
+    @contextmanager
+    def progress(self, total: int, completed: int = 0) -> Iterator:
+        if self.quiet:
+            yield _Silent()
+            return
+        with self._progress() as progress:
+            task = progress.add_task("train", total=total, completed=completed, stats="")
+            yield _StepProgress(progress, task)
+
+    def warmstart_progress(self, total: int):
+        """A callback for the embedded model's one-time warm start (it takes a couple of minutes)."""
+        if self.quiet:
+            return lambda step, loss: None
+        progress = self._progress()
+        task = progress.add_task("warm start (first run only)", total=total, stats="")
+        progress.start()
+
+        def update(step: int, loss: float) -> None:
+            progress.update(task, completed=step, stats=f"loss {loss:.3f}")
+            if step >= total:
+                progress.stop()
+        return update
+
+    def summary(self, result) -> None:
+        if self.quiet:
+            return
+        table = Table(title=f"run {result.run_dir.name}  (MLflow run {result.run_id})")
+        table.add_column("metric")
+        table.add_column("first", justify="right")
+        table.add_column("last", justify="right")
+        history = result.history
+        for label, key in (("reward/mean", "reward/mean"), ("acc/train", "acc/train"),
+                           ("actor/entropy", "actor/entropy"), ("actor/clamped_entropy", "actor/clamped_entropy"),
+                           ("actor/entropy_coef", "actor/entropy_coef"), ("response_length/mean", "response_length/mean")):
+            values = [h[key] for h in history if key in h]
+            if values:
+                table.add_row(label, f"{values[0]:.4g}", f"{values[-1]:.4g}")
+        if result.val:
+            steps = sorted(result.val)
+            table.add_row("val/acc", f"{result.val[steps[0]]:.4g} (step {steps[0]})",
+                          f"{result.val[steps[-1]]:.4g} (step {steps[-1]})")
+        table.add_row("final model", "", str(result.final_model_dir))
+        self.console.print(table)

@@ -1,0 +1,82 @@
+"""Where runs are recorded: MLflow, through an explicit client (no global active-run state), so
+training, evaluation and sweeps can hold several runs at once and resume a run by id."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, Mapping, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(uri: Optional[str] = None) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else the local SQLite store in the working directory."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def client(uri: Optional[str] = None):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri(uri))
+
+
+def experiment_id(mlflow_client, name: str) -> str:
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return mlflow_client.create_experiment(name)
+    except Exception:  # another process created it between our two calls
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> Dict[str, str]:
+    """Resolved config as flat `a.b.c -> str` params (MLflow caps a param value at 6000 chars)."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: Dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+def log_params(mlflow_client, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow's batch limit on params
+        mlflow_client.log_batch(run_id, params=items[start:start + 100])
+
+
+def log_metrics(mlflow_client, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """One batched round trip for a step's metrics."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+    for start in range(0, len(items), 1000):
+        mlflow_client.log_batch(run_id, metrics=items[start:start + 1000])
+
+
+def set_tags(mlflow_client, run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    mlflow_client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def metric_history(mlflow_client, run_id: str, keys: Iterable[str]) -> Dict[str, list]:
+    """{key: [(step, value), ...]} sorted by step, for figures and reports."""
+    out = {}
+    for key in keys:
+        hist = mlflow_client.get_metric_history(run_id, key)
+        out[key] = sorted((m.step, m.value) for m in hist)
+    return out
