@@ -15,3 +15,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data not found at {SHARED_DATA}; set AENT_DATA_DIR")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_cache() -> Path:
+    """The embedded warm-started model, built once (a couple of minutes on first use, then cached
+    under AENT_CACHE_DIR or ~/.cache/aent, keyed by its recipe)."""
+    from aent_cli.config import compose_config
+    from aent_cli.models.loading import resolve_model_path
+
+    return Path(resolve_model_path(compose_config([]).model))
+
+
+@pytest.fixture
+def small_run(tmp_path, tiny_cache):
+    """Overrides for a few-second training run on the embedded model, writing into tmp_path."""
+    return [
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"trainer.output_dir={tmp_path}/runs",
+        "trainer.steps=3", "trainer.batch_size=4", "trainer.mini_batch_size=4", "rollout.n=4",
+        "trainer.val_every=0", "data.val_size=16",
+    ]

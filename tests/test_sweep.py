@@ -245,8 +245,10 @@ def test_ctrl_c_keeps_finished_jobs_and_closes_the_rest(workdir):
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None and not _job_has_metrics(workdir / "mlflow.db", 1):
             time.sleep(0.5)
+        print("KILL AT", time.monotonic() - deadline + 300)
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=120)
+        print("EXIT AT", time.monotonic() - deadline + 300)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -34,6 +34,7 @@ _EXACT_BELOW = 16 * _SAMPLE  # smaller vocabularies take the exact kthvalue path
 _SMALL_BAND = 256  # narrowing stops once a row's bracket holds at most this many tokens
 _MAX_ROUNDS = 3  # narrowing rounds (two counting passes each) before gathering the band
 _MAX_GATHER = 1 << 15  # a band larger than this after the rounds goes to the exact fallback
+_K_NOISE, _K_BEND, _K_CONST = 3.0, 1.0, 16.0  # straddle margin, fitted on Gaussian, t, lognormal, bf16 rows
 _SEED = 20250601  # fixed sample positions: results never depend on global RNG state
 
 _positions: Dict[Tuple[int, str], torch.Tensor] = {}
@@ -51,11 +52,11 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 
 
 def _below(v: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(v, torch.full_like(v, -math.inf))
+    return torch.nextafter(v, v.new_full((), -math.inf))
 
 
 def _above(v: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(v, torch.full_like(v, math.inf))
+    return torch.nextafter(v, v.new_full((), math.inf))
 
 
 def _sample_positions(vocab: int, device: torch.device) -> torch.Tensor:
@@ -90,91 +91,117 @@ def _exact_threshold(x: torch.Tensor, drop: int) -> Tuple[torch.Tensor, torch.Te
     return t.squeeze(-1), cut
 
 
-def _count_below(x: torch.Tensor, tau: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """#(x < tau) per row in one pass; `out` keeps the 0/1 indicator. fp32 sums of 0/1 are exact."""
-    return torch.lt(x, tau, out=out).sum(-1)
+def _count_below(x: torch.Tensor, taus: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """#(x < tau) for each of the k thresholds taus [R, k] of every row, in one pass; out [R, k, V]
+    keeps the 0/1 indicators. fp32 sums of 0/1 are exact integers below 2**24."""
+    return torch.lt(x.unsqueeze(1), taus.unsqueeze(2), out=out).sum(-1)
+
+
+def _interpolate(xs: torch.Tensor, cs: torch.Tensor, target: float) -> Tuple[torch.Tensor, ...]:
+    """Estimate the value of rank `target` from three exact (value, count) points per row: the
+    quadratic through them (inverse CDF), kept inside the half bracket that holds the target, whose
+    ends are returned as an index 0 (first half) or 1 (second half)."""
+    c0, c1, c2 = cs.unbind(1)
+    x0, x1, x2 = xs.unbind(1)
+    half = (c1 <= target).long()
+    lo, hi = xs.gather(1, half.unsqueeze(1)).squeeze(1), xs.gather(1, half.unsqueeze(1) + 1).squeeze(1)
+    c_lo, c_hi = cs.gather(1, half.unsqueeze(1)).squeeze(1), cs.gather(1, half.unsqueeze(1) + 1).squeeze(1)
+    linear = lo + (hi - lo) * ((target - c_lo) / (c_hi - c_lo).clamp(min=1)).clamp(0, 1)
+    d01, d02, d12 = c0 - c1, c0 - c2, c1 - c2
+    ok = (d01 < 0) & (d12 < 0)
+    d01, d02, d12 = d01.clamp(max=-1), d02.clamp(max=-1), d12.clamp(max=-1)
+    quad = (x0 * (target - c1) * (target - c2) / (d01 * d02) - x1 * (target - c0) * (target - c2) / (d01 * d12)
+            + x2 * (target - c0) * (target - c1) / (d02 * d12))
+    estimate = torch.where(ok & torch.isfinite(quad), torch.minimum(torch.maximum(quad, lo), hi), linear)
+    return estimate, half, (estimate - linear).abs()
 
 
 def _kept_threshold(
-    x: torch.Tensor, drop: int, row_max: torch.Tensor, scratch: Tuple[torch.Tensor, torch.Tensor],
-    stats: Optional[Dict[str, int]] = None,
+    x: torch.Tensor, drop: int, row_max: torch.Tensor, scratch: torch.Tensor, stats: Optional[Dict[str, int]] = None
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(thr, cut) per row of x [R, V] such that exactly `drop` tokens are dropped, as kthvalue would.
 
     Invariant per row: #(x < a) = ca <= drop < cb = #(x < b), so the threshold value lies in [a, b).
-    The indicators of the latest pair of counts stay in `scratch` (lower, upper) to find [a, b)'s members.
+    Three sample quantiles give exact counts around the threshold; a quadratic through them places
+    two more counts tightly around it; the tokens left between are gathered and ranked.
+    `scratch` [R, 3, V] holds the counting indicators.
     """
     rows, vocab = x.shape
     if vocab < _EXACT_BELOW:
         return _exact_threshold(x, drop)
-    ind_a, ind_b = scratch
     sample = x.index_select(1, _sample_positions(vocab, x.device))
     q = (drop + 0.5) / vocab
     centre, half = q * _SAMPLE - 0.5, _BRACKET_SIGMAS * math.sqrt(_SAMPLE * q * (1 - q)) + 1
-    r_lo, r_hi = math.floor(centre - half), math.ceil(centre + half)
-    # The bracket ends fall back to the row's minimum (nothing below) and just above its maximum.
-    a = sample.kthvalue(r_lo + 1, -1, keepdim=True).values if r_lo >= 0 else x.amin(-1, keepdim=True)
-    b = _above(sample.kthvalue(r_hi + 1, -1, keepdim=True).values if r_hi < _SAMPLE else row_max)
-    ca, cb = _count_below(x, a, ind_a), _count_below(x, b, ind_b)
-    valid = (ca <= drop) & (cb > drop)
-    fresh_a = fresh_b = torch.ones_like(valid)  # whether ind_a / ind_b hold the indicator of a / b
+    r_lo, r_mid, r_hi = math.floor(centre - half), min(max(round(centre), 0), _SAMPLE - 1), math.ceil(centre + half)
+    # Near the ends, the sample's extremes still bracket the threshold unless that is unlikely.
+    r_lo = max(r_lo, 0) if q * _SAMPLE > 8 else r_lo
+    r_hi = min(r_hi, _SAMPLE - 1) if (1 - q) * _SAMPLE > 8 else r_hi
+    # The outer points fall back to the row's minimum (nothing below) and just above its maximum.
+    lo = sample.kthvalue(r_lo + 1, -1, keepdim=True).values if r_lo >= 0 else x.amin(-1, keepdim=True)
+    mid = sample.kthvalue(r_mid + 1, -1, keepdim=True).values
+    hi = _above(sample.kthvalue(r_hi + 1, -1, keepdim=True).values if r_hi < _SAMPLE else row_max)
+    xs = torch.cat([lo, mid, hi], 1)
+    cs = _count_below(x, xs, scratch)
+    valid = (cs[:, 0] <= drop) & (cs[:, 2] > drop)
+    estimate, side, bend = _interpolate(xs.double(), cs.double(), drop + 0.5)
+    a, b = xs.gather(1, side.unsqueeze(1)), xs.gather(1, side.unsqueeze(1) + 1)
+    ca, cb = cs.gather(1, side.unsqueeze(1)).squeeze(1), cs.gather(1, side.unsqueeze(1) + 1).squeeze(1)
 
-    for _ in range(_MAX_ROUNDS):  # straddle the interpolated threshold with two counting passes
-        n = cb - ca
-        if not bool((valid & (n > _SMALL_BAND) & (ca != drop)).any()):
-            break
-        n = torch.where(valid, n, torch.ones_like(n))
-        frac = (drop + 0.5 - ca) / n
-        # Interpolation error in ranks: binomial noise plus curvature of the CDF over the bracket.
-        err = (2.5 * torch.sqrt(n * frac * (1 - frac)) + 0.03 * n + 4) / n
-        lo = a + (b - a) * (frac - err).clamp(0, 1).unsqueeze(1).to(x.dtype)
-        hi = a + (b - a) * (frac + err).clamp(0, 1).unsqueeze(1).to(x.dtype)
-        c_lo, c_hi = _count_below(x, lo, ind_a), _count_below(x, hi, ind_b)
-        fresh_a, fresh_b = torch.zeros_like(valid), torch.zeros_like(valid)
-        for tau, c, from_lower in ((lo, c_lo, True), (hi, c_hi, False)):
-            up, down = (c <= drop) & (c >= ca), (c > drop) & (c <= cb)
-            a, ca, b, cb = _where(up, tau, a), torch.where(up, c, ca), _where(down, tau, b), torch.where(down, c, cb)
-            fresh_a = torch.where(up, from_lower, fresh_a)
-            fresh_b = torch.where(down, not from_lower, fresh_b)
-
+    n = (cb - ca).clamp(min=1)
+    if bool((valid & (n > _SMALL_BAND) & (ca != drop)).any()):
+        # Straddle the estimate with two more counts; the margin covers binomial noise and model error.
+        frac = ((drop + 0.5 - ca) / n).clamp(0, 1)
+        spread = (b - a).squeeze(1).double() / n.double()  # mean value step per rank in [a, b)
+        err = _K_NOISE * torch.sqrt(n * frac * (1 - frac)) + _K_BEND * bend / spread + _K_CONST
+        taus = torch.stack([estimate - err * spread, estimate + err * spread], 1)
+        taus = torch.minimum(torch.maximum(taus, a.double()), b.double()).to(x.dtype)
+        counts = _count_below(x, taus, scratch[:, :2])
+        low = (counts <= drop) & (counts >= ca.unsqueeze(1))
+        high = (counts > drop) & (counts <= cb.unsqueeze(1))
+        take_a, take_b = low[:, 0], high[:, 1]
+        a, ca = torch.where(take_a.unsqueeze(1), taus[:, :1], a), torch.where(take_a, counts[:, 0], ca)
+        b, cb = torch.where(take_b.unsqueeze(1), taus[:, 1:], b), torch.where(take_b, counts[:, 1], cb)
+        fresh = take_a & take_b
+    else:  # a and b are points (0, 1) or (1, 2) of the first count: move the latter to (0, 1)
+        for r in (side == 1).nonzero().squeeze(1).tolist():
+            scratch[r, :2] = scratch[r, 1:].clone()
+        fresh = torch.ones_like(valid)
     thr = a.squeeze(1).clone()  # rows with ca == drop: #(x < a) == drop, so keeping x >= a is exact
     cut = torch.full((rows,), vocab, dtype=torch.int64, device=x.device)
     band = cb - ca
     gather = valid & (ca != drop) & (band <= _MAX_GATHER)
     fallback = ~valid | (band > _MAX_GATHER)
     if bool(gather.any()):
-        for r in (gather & ~(fresh_a & fresh_b)).nonzero().squeeze(1).tolist():  # a straddle missed
-            torch.lt(x[r], a[r], out=ind_a[r])
-            torch.lt(x[r], b[r], out=ind_b[r])
+        for r in (gather & ~fresh).nonzero().squeeze(1).tolist():  # recount this row's [a, b)
+            torch.lt(x[r], torch.cat([a[r], b[r]]).unsqueeze(1), out=scratch[r, :2])
         idx = gather.nonzero().squeeze(1)
-        member = ind_b.sub_(ind_a)  # 1 on a <= x < b
-        thr[idx], cut[idx] = _rank_in_band(x, member, drop, idx, ca[idx], band[idx])
+        scratch[:, 1].sub_(scratch[:, 0])  # 1 on a <= x < b
+        thr[idx], cut[idx] = _rank_in_band(x, scratch, drop, idx, ca[idx], band[idx])
     if bool(fallback.any()):
         idx = fallback.nonzero().squeeze(1)
         thr[idx], cut[idx] = _exact_threshold(x[idx], drop)
     if stats is not None:
-        for key, mask in (("separator", valid & (ca == drop)), ("gathered", gather), ("fallback", fallback)):
+        for key, mask in (("separator", valid & (ca == drop)), ("gathered", gather), ("fallback", fallback),
+                          ("recounted", gather & ~fresh)):
             stats[key] = stats.get(key, 0) + int(mask.sum())
     return thr, cut
 
 
-def _where(cond: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    return torch.where(cond.unsqueeze(1), new, old)
-
-
-def _rank_in_band(x, member, drop, idx, ca, band) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Exact (thr, cut) for rows idx whose threshold is the (drop - ca)-th smallest of their members."""
+def _rank_in_band(x, scratch, drop, idx, ca, band) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Exact (thr, cut) for rows idx whose threshold is the (drop - ca)-th smallest of their members,
+    the tokens marked 1 in scratch[:, 1]."""
     vocab = x.shape[1]
     if vocab % _BLOCK:  # pad the rows to whole blocks (a copy, for uncommon vocabulary sizes)
         pad = (0, _BLOCK - vocab % _BLOCK)
-        x, member = torch.nn.functional.pad(x[idx], pad), torch.nn.functional.pad(member[idx], pad)
+        x, scratch = torch.nn.functional.pad(x[idx], pad), torch.nn.functional.pad(scratch[idx], pad)
         idx = torch.arange(idx.numel(), device=x.device)
     per_row = x.shape[1] // _BLOCK
-    x_blocks, m_blocks = x.reshape(-1, _BLOCK), member.reshape(-1, _BLOCK)  # views: x is contiguous
-    counts = m_blocks.sum(-1).view(-1, per_row).index_select(0, idx)
+    x_blocks, s_blocks = x.reshape(-1, _BLOCK), scratch.reshape(-1, _BLOCK)  # views: both contiguous
+    counts = scratch[:, 1].unflatten(1, (per_row, _BLOCK)).sum(-1).index_select(0, idx)
     hit_row, hit_block = (counts > 0).nonzero(as_tuple=True)  # row-major: positions ascend per row
     flat = idx[hit_row] * per_row + hit_block
-    found = (m_blocks.index_select(0, flat) > 0).view(-1).nonzero().squeeze(1)
+    slot_1 = flat + (idx[hit_row] * (scratch.shape[1] - 1) + 1) * per_row  # block of scratch[row, 1]
+    found = (s_blocks.index_select(0, slot_1) > 0).view(-1).nonzero().squeeze(1)
     vals = x_blocks.index_select(0, flat).view(-1).index_select(0, found)
     block, lane = found // _BLOCK, found % _BLOCK
     pos, owner = hit_block[block] * _BLOCK + lane, hit_row[block]
@@ -254,7 +281,7 @@ class _Entropy(torch.autograd.Function):
         new = lambda *shape, dtype=compute: torch.empty(*shape, dtype=dtype, device=logits.device)  # noqa: E731
         out, log_z, mean, low, thr, cut = new(n), new(n, 1), new(n, 1), new(n, 1), new(n), new(n, dtype=torch.int64)
         buf = new(min(chunk, n), vocab)
-        scratch = [new(min(chunk, n), vocab, dtype=torch.float32) for _ in range(2 if drop else 0)]
+        scratch = new(min(chunk, n), 3, vocab, dtype=torch.float32) if drop else None
         for start in range(0, n, chunk):
             sl = slice(start, start + chunk)
             x = _chunk(logits, sl, temperature, compute)
@@ -262,7 +289,7 @@ class _Entropy(torch.autograd.Function):
             m = x.amax(dim=-1, keepdim=True)
             low[sl] = _sampled_min(x)
             if drop:
-                thr[sl], cut[sl] = _kept_threshold(x, drop, m, [s[: x.shape[0]] for s in scratch], stats)
+                thr[sl], cut[sl] = _kept_threshold(x, drop, m, scratch[: x.shape[0]], stats)
                 _masked_into(x, thr[sl], cut[sl], (m + _EXP_FLOOR).squeeze(1), e).sub_(m)
                 _exp_(e, thr[sl].unsqueeze(1) - m)
             else:

@@ -39,7 +39,20 @@ app.command("report")(report_cmd.report_command)
 app.command("ui")(ui_cmd.ui_command)
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for aent's own progress: no per-file bars or INFO lines from libraries."""
+    import logging
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("mlflow", "alembic", "DeepSpeed", "deepspeed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main() -> None:
+    _quiet_libraries()
     app()
 
 

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aent_cli.errors import UserError
+from aent_cli.models.loading import save_model_dir
 
 LATEST = "latest"
 
@@ -42,8 +43,7 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, state
     tmp = root / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    save_model_dir(model, tokenizer, tmp)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
     full_state = {**state, "step": step, "python_random": list(random.getstate())}

@@ -22,6 +22,7 @@ from aent_cli.engine.sampler import QuerySampler, take
 from aent_cli.engine.setup import RunContext, TrainingSetup
 from aent_cli.engine.update import measure, optimise
 from aent_cli.eval.runner import evaluate_problems
+from aent_cli.models.loading import save_model_dir
 from aent_cli.models.logprobs import pack_sequences
 from aent_cli.rollout import SamplingParams
 
@@ -175,8 +176,7 @@ def _loop(setup: TrainingSetup) -> TrainResult:
     if last < t.steps:  # stopped early on purpose (trainer.stop_after): resumable, not finished
         setup.tracker.end("KILLED")
         return result
-    setup.model.save_pretrained(result.final_model_dir, safe_serialization=True)
-    setup.tokenizer.save_pretrained(result.final_model_dir)
+    save_model_dir(setup.model, setup.tokenizer, result.final_model_dir)
     setup.tracker.finish(result)
     setup.console.summary(result)
     return result

@@ -60,6 +60,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 def load_policy(model_cfg, device: torch.device | str = "cpu", progress_factory=None) -> Tuple[object, object]:
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-shard bars would drown aent's own progress
 
     path = resolve_model_path(model_cfg, progress_factory)
     tokenizer = load_tokenizer(path, model_cfg.trust_remote_code)
@@ -72,3 +75,20 @@ def load_policy(model_cfg, device: torch.device | str = "cpu", progress_factory=
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     return model.to(device), tokenizer
+
+
+def save_model_dir(model, tokenizer, path) -> None:
+    """An ordinary Hugging Face model directory (config, safetensors weights, tokenizer).
+
+    Written without `save_pretrained`, which imports DeepSpeed when it is installed (~15 s per save
+    on CPU); `save_model` de-duplicates tied weights the way from_pretrained expects.
+    """
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(path)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(path)
+    save_model(model, str(path / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(path)

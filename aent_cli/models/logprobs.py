@@ -5,7 +5,7 @@ each chunk applies the LM head, reduces to per-token numbers, and is recomputed 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -59,7 +59,7 @@ def pack_sequences(prompt_ids: Sequence[List[int]], response_ids: Sequence[List[
     return SequenceBatch(input_ids, attention, responses, response_mask, start)
 
 
-def _chunk_stats(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], targets: torch.Tensor,
+def _chunk_stats(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor,
                  temperature: float, p: float, want_full: bool, want_clamped: bool, measured: dict):
     """Per-token log-prob (+ the entropies the loss differentiates) of one chunk of positions.
 
@@ -67,7 +67,9 @@ def _chunk_stats(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     call: under activation checkpointing this function runs again in backward, and recomputing
     numbers nobody differentiates would be wasted work.
     """
-    logits = torch.nn.functional.linear(hidden, weight, bias).float() / temperature
+    # the head is called as a module (not F.linear on its weight) so DeepSpeed ZeRO-3's hooks
+    # gather its partitioned weight, in forward and in the checkpoint's recomputation
+    logits = head(hidden).float() / temperature
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     ent = full_entropy(logits) if want_full else None
     clamped = clamped_entropy(logits, p) if want_clamped else None
@@ -112,7 +114,7 @@ def response_token_stats(
     use_checkpoint = torch.is_grad_enabled()
     for start in range(0, flat_hidden.shape[0], chunk):
         measured: dict = {}
-        args = (flat_hidden[start:start + chunk], head.weight, head.bias, flat_targets[start:start + chunk],
+        args = (flat_hidden[start:start + chunk], head, flat_targets[start:start + chunk],
                 temperature, p, want_full, want_clamped, measured)
         logp, ent, clamped = checkpoint(_chunk_stats, *args, use_reentrant=False) if use_checkpoint else _chunk_stats(*args)
         outs["logp"].append(logp)

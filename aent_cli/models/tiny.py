@@ -25,7 +25,8 @@ PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 CHARS = "0123456789+-*/=()\\{}^., \nabcdefghijklmnopqrstuvwxyz"
 ARCH = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64)
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
+SUMS_ONLY_SHARE = 0.4  # the first 40% of warm-start steps see sums only (see data/arithmetic.py)
 
 
 def cache_root() -> Path:
@@ -86,7 +87,9 @@ def warm_start(model, tokenizer, steps: int, seed: int, progress: Optional[Calla
     """Supervised training on fresh arithmetic problems (held-out test prompts excluded)."""
     rec = recipe(steps, seed)
     batch = rec["batch"]
-    problems = arithmetic_problems(steps * batch, seed, "warmstart")
+    sums_steps = int(steps * SUMS_ONLY_SHARE)
+    problems = (arithmetic_problems(sums_steps * batch, seed, "warmstart", hard_share=0.0)
+                + arithmetic_problems((steps - sums_steps) * batch, seed + 1, "warmstart"))
     opt = torch.optim.AdamW(model.parameters(), lr=rec["lr"], weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -113,6 +116,8 @@ def ensure_tiny_model(steps: int, seed: int, progress_factory=None) -> Path:
     Written to a temporary folder and renamed into place, so an interrupted warm start never leaves
     a half-written model behind and concurrent runs agree on the result.
     """
+    from aent_cli.models.loading import save_model_dir
+
     rec = recipe(steps, seed)
     target = cache_root() / f"tiny-{recipe_key(rec)}"
     if (target / "recipe.json").is_file():
@@ -128,8 +133,7 @@ def ensure_tiny_model(steps: int, seed: int, progress_factory=None) -> Path:
     torch.set_rng_state(rng_state[1])
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_model_dir(model, tokenizer, tmp)
         (tmp / "recipe.json").write_text(json.dumps({**rec, "warmstart_seconds": time.time() - started}, indent=2))
         try:
             os.rename(tmp, target)

@@ -1,0 +1,150 @@
+"""The training loop on the embedded tiny model: rollout masks, log-prob alignment, advantage
+broadcast, the per-step lambda rule, MLflow records, a rising reward, exact resume, bad input."""
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from aent_cli.algos.objective import compute_loss
+from aent_cli.cli.app import app
+from aent_cli.config import compose_config, validate
+from aent_cli.engine.trainer import run_training
+from aent_cli.engine.setup import RunContext
+from aent_cli.models.loading import load_policy
+from aent_cli.models.logprobs import pack_sequences, response_token_stats
+from aent_cli.rollout import SamplingParams, build_rollout
+from aent_cli.tracking import store
+
+runner = CliRunner()
+PERF_PREFIXES = ("perf/", "timing/")
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_cache):
+    cfg = compose_config([])
+    model, tokenizer = load_policy(cfg.model, "cpu")
+    return cfg, model, tokenizer
+
+
+def _train(overrides):
+    return run_training(validate(compose_config(overrides)), RunContext(quiet=True))
+
+
+def test_rollout_masks_and_logprob_alignment(policy):
+    """Generated ids end at EOS, decode to the text, and the trainer's log-probs of those ids equal
+    the log-softmax that generate itself sampled from (temperature 1, no top-p/top-k)."""
+    cfg, model, tokenizer = policy
+    backend = build_rollout(cfg.rollout, model, tokenizer)
+    prompts = ["12+34=", "56+7*8="]
+    torch.manual_seed(0)
+    groups = backend.generate(prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=12))
+    assert [len(g.completions) for g in groups] == [3, 3]
+    for g, prompt in zip(groups, prompts):
+        assert tokenizer.decode(g.prompt_ids) == prompt
+        for c in g.completions:
+            assert c.finished == (c.token_ids[-1] == tokenizer.eos_token_id)
+            assert tokenizer.decode(c.token_ids, skip_special_tokens=True) == c.text
+            assert tokenizer.eos_token_id not in c.token_ids[:-1]
+
+    completions = [c for g in groups for c in g.completions]
+    batch = pack_sequences([g.prompt_ids for g in groups for _ in g.completions],
+                           [c.token_ids for c in completions], tokenizer.pad_token_id)
+    assert batch.response_mask.sum(-1).tolist() == [len(c.token_ids) for c in completions]
+    with torch.no_grad():
+        stats = response_token_stats(model, batch, chunk=5)
+        for b, c in enumerate(completions):  # independent: one unpadded forward per sequence
+            ids = torch.tensor([batch.input_ids[b, :int(batch.attention_mask[b].sum())].tolist()])
+            logits = model(input_ids=ids).logits[0].float()
+            start = int(batch.response_start[b])
+            for j, tok in enumerate(c.token_ids):
+                expected = torch.log_softmax(logits[start + j - 1], -1)[tok]
+                assert stats["logp"][b, j].item() == pytest.approx(expected.item(), abs=1e-4)
+        assert (stats["logp"][batch.response_mask == 0] == 0).all()
+
+
+def test_advantages_broadcast_to_every_token():
+    algo = compose_config(["algo=grpo"]).algo
+    logp = torch.randn(3, 5)
+    old = logp + 0.05 * torch.randn(3, 5)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.float32)
+    adv = torch.tensor([0.5, -1.0, 2.0])
+    per_seq, _ = compute_loss(algo, logp, old, adv, mask, 0.0)
+    per_tok, _ = compute_loss(algo, logp, old, adv[:, None].expand(3, 5), mask, 0.0)
+    assert per_seq.item() == pytest.approx(per_tok.item())
+
+
+def test_run_logs_metrics_and_follows_the_lambda_rule(small_run):
+    overrides = small_run + ["trainer.steps=4", "trainer.val_every=2", "algo.coef.start_step=2",
+                             "algo.coef.init=0.01", "algo.coef.lr=0.5", "algo.h_low=5", "algo.h_high=6"]
+    result = _train(overrides)
+    client = store.client(overrides[0].split("=", 1)[1])
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["algo.name"] == "aent" and run.data.tags["aent.kind"] == "train"
+    for key in ("reward/mean", "acc/train", "response_length/mean", "actor/entropy", "actor/clamped_entropy",
+                "actor/entropy_coef", "actor/pg_clipfrac", "actor/ppo_kl", "actor/grad_norm", "perf/step_time_s",
+                "perf/tokens_per_s", "val/acc"):
+        assert key in run.data.metrics, key
+    assert [m.step for m in client.get_metric_history(result.run_id, "val/acc")] == [0, 2, 4]
+
+    # eq. 4.1 recomputed from the logged clamped entropies: frozen before start_step, then
+    # lambda rises by lr * (h_low - H) below the band (H~ < 5 always), clipped at coef.max
+    lam = 0.01
+    hist = {h["step"]: h for h in result.history}
+    for step in range(1, 5):
+        assert hist[step]["actor/entropy_coef"] == pytest.approx(lam)
+        h = hist[step]["actor/clamped_entropy"]
+        if step >= 2:
+            lam = min(max(lam - 0.5 * min(h - 5, 0) + 0.5 * min(6 - h, 0), 0.001), 0.05)
+    assert lam == pytest.approx(0.05)  # pushed to the top of [min, max]
+    assert result.final_model_dir.joinpath("model.safetensors").is_file()
+
+
+def test_reward_rises_on_a_short_seeded_run(small_run):
+    overrides = small_run + ["trainer.steps=16", "trainer.batch_size=8", "trainer.mini_batch_size=8",
+                             "rollout.n=8", "trainer.lr=1e-3", "algo=grpo"]
+    result = _train(overrides)
+    rewards = [h["reward/mean"] for h in result.history]
+    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
+    assert last > first + 0.05, rewards
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly(small_run, tmp_path):
+    base = small_run + ["trainer.steps=4", "trainer.val_every=2", "trainer.checkpoint_every=2",
+                        "algo.coef.start_step=1", "algo.coef.lr=0.1"]
+    full = _train(base + ["trainer.run_name=full"])
+    cut = _train(base + ["trainer.run_name=cut", "trainer.stop_after=2"])
+    assert [h["step"] for h in cut.history] == [1, 2]
+    resumed = _train(base + [f"trainer.resume={cut.run_dir}"])
+    assert resumed.run_id == cut.run_id
+    assert [h["step"] for h in resumed.history] == [3, 4]
+    for want, got in zip(full.history[2:], resumed.history):
+        for key, value in want.items():
+            if not key.startswith(PERF_PREFIXES):
+                assert got[key] == value, key
+    state = json.loads((cut.run_dir / "checkpoints" / "step_000004" / "trainer_state.json").read_text())
+    assert state["step"] == 4 and state["mlflow_run_id"] == cut.run_id
+    client = store.client(small_run[0].split("=", 1)[1])
+    history = client.get_metric_history(cut.run_id, "reward/mean")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    assert client.get_run(cut.run_id).info.status == "FINISHED"
+
+
+def test_bad_data_line_stops_before_training(tmp_path, small_run):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+1=", "answer": "2"}\n{"problem": "2+2="}\n')
+    result = runner.invoke(app, ["train", f"data.train={bad}"] + small_run)
+    assert result.exit_code == 2
+    assert f"{bad}:2:" in result.output and "answer" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_config_value_exits_2(small_run):
+    result = runner.invoke(app, ["train", "algo.h_low=0.5", "algo.h_high=0.1"] + small_run)
+    assert result.exit_code == 2 and "algo.h_low" in result.output
+
+
+def test_resume_of_missing_dir_is_a_user_error(tmp_path, small_run):
+    result = runner.invoke(app, ["train", f"resume={tmp_path}/nope"] + small_run)
+    assert result.exit_code == 2 and "no such run directory" in result.output
