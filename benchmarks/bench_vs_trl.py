@@ -1,6 +1,6 @@
 """Steps per hour of aent against TRL's GRPOTrainer, on the same work, in one invocation.
 
-    python benchmarks/bench_vs_trl.py [--steps 8] [--warmup 2] [--threads 1] [--trainers ...]
+    python benchmarks/bench_vs_trl.py [--steps 8] [--warmup 2] [--threads 1] [--trainers ...] [--base-tree DIR]
 
 Same work for every trainer: the embedded tiny Qwen2 (`load_policy`), the same arithmetic prompts in
 the same order (aent's own query sampler), G completions per prompt, the same max new tokens,
@@ -14,6 +14,8 @@ logging included) into a throwaway MLflow store; the TRL row is `GRPOTrainer.tra
 Each trainer runs in its own worker process (so peak RSS is its own), and the coordinator steps
 them in turn, rotating the order every round: a busy neighbour on a shared machine slows all of them
 alike, and the ratios hold. Only one worker computes at a time. Needs the `bench` extra (trl).
+`--base-tree DIR` adds rows `base-aent-*` that run the aent trainers from another checkout of this
+repository (before/after figures for an engine change, measured in the same interleaved run).
 """
 from __future__ import annotations
 
@@ -85,7 +87,10 @@ def _aent_worker(args, algo: str, workdir: Path, chan: _Channel) -> None:
     sampler = QuerySampler(len(setup.train_problems), t.batch_size, t.seed, cfg.data.shuffle)
     coef = build_coef(cfg.algo, sampler.steps_per_epoch)
     n_completions = t.batch_size * cfg.rollout.n
-    chan.send(ready=True, rss_mib=_rss_mib(), threads=__import__("torch").get_num_threads())
+    import aent_cli
+
+    chan.send(ready=True, rss_mib=_rss_mib(), threads=__import__("torch").get_num_threads(),
+              source=str(Path(aent_cli.__file__).parents[1]))
     step = 0
     while chan.command() == "step":
         step += 1
@@ -174,8 +179,9 @@ def _trl_worker(args, entropy: bool, workdir: Path, chan: _Channel) -> None:
 def worker_main(args) -> None:
     chan = _Channel()
     workdir = Path(args.workdir)
-    if args.worker.startswith("aent-"):
-        _aent_worker(args, args.worker.split("-", 1)[1], workdir, chan)
+    name = args.worker.removeprefix("base-")
+    if name.startswith("aent-"):
+        _aent_worker(args, name.split("-", 1)[1], workdir, chan)
     else:
         _trl_worker(args, args.worker == "trl-entropy", workdir, chan)
 
@@ -195,6 +201,9 @@ class Worker:
             argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
         env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false",
                    MLFLOW_TRACKING_URI=f"sqlite:///{self.workdir / 'mlflow.db'}")
+        if name.startswith("base-"):  # import aent_cli (and its conf/) from the other checkout
+            tree = str(Path(args.base_tree).resolve())
+            env.update(PYTHONPATH=os.pathsep.join(filter(None, (tree, env.get("PYTHONPATH")))), AENT_HOME=tree)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                      text=True, bufsize=1, env=env)
         self.steps: list[dict] = []
@@ -230,6 +239,10 @@ def coordinate(args) -> None:
     unknown = [n for n in names if n not in TRAINERS]
     if unknown:
         raise SystemExit(f"--trainers: unknown {', '.join(unknown)}; choose from {', '.join(TRAINERS)}")
+    if args.base_tree:
+        if not (Path(args.base_tree) / "aent_cli").is_dir():
+            raise SystemExit(f"--base-tree {args.base_tree}: no aent_cli package there")
+        names += [f"base-{n}" for n in names if n.startswith("aent-")]
     import torch
     import transformers
 
@@ -244,8 +257,9 @@ def coordinate(args) -> None:
             worker = Worker(name, args, Path(tmp))
             worker.info = worker.reply()
             workers.append(worker)
-            print(f"  {name}: ready ({worker.info['threads']} torch threads, RSS {worker.info['rss_mib']:.0f} MiB)",
-                  file=sys.stderr, flush=True)
+            source = f", aent_cli from {worker.info['source']}" if "source" in worker.info else ""
+            print(f"  {name}: ready ({worker.info['threads']} torch threads, RSS {worker.info['rss_mib']:.0f} MiB"
+                  f"{source})", file=sys.stderr, flush=True)
         rounds = args.warmup + args.steps
         for r in range(rounds):
             order = workers[r % len(workers):] + workers[:r % len(workers)]
@@ -271,7 +285,7 @@ def report(args, workers, versions: str) -> None:
     print(f"{args.steps} measured steps per trainer after {args.warmup} warm-up, interleaved round by round. "
           f"{versions}, Python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
           f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}.\n")
-    header = (f"{'trainer':<12} {'s/step':>8} {'(IQR)':>15} {'steps/h':>8} {'gen tok/s':>10} {'reward':>7} "
+    header = (f"{'trainer':<15} {'s/step':>8} {'(IQR)':>15} {'steps/h':>8} {'gen tok/s':>10} {'reward':>7} "
               f"{'peak RSS MiB':>13}")
     print(header)
     print("-" * len(header))
@@ -282,7 +296,7 @@ def report(args, workers, versions: str) -> None:
         med = _median(secs)
         lo, hi = _quartiles(secs)
         summary[w.name] = {"s_per_step": med, "tok_s": _median(tok_s)}
-        print(f"{w.name:<12} {med:8.3f} {f'({lo:.3f}-{hi:.3f})':>15} {3600 / med:8.0f} {_median(tok_s):10.0f} "
+        print(f"{w.name:<15} {med:8.3f} {f'({lo:.3f}-{hi:.3f})':>15} {3600 / med:8.0f} {_median(tok_s):10.0f} "
               f"{statistics.fmean(s['reward'] for s in w.steps):7.3f} {w.info['peak_rss_mib']:13.0f}")
     phases = {}
     for w in workers:
@@ -300,6 +314,10 @@ def report(args, workers, versions: str) -> None:
                 a, b = summary[name], summary[peer]
                 print(f"{name} / {peer}: {b['s_per_step'] / a['s_per_step']:.2f}x steps per hour, "
                       f"{a['tok_s'] / b['tok_s']:.2f}x generated tokens per second")
+    for name in ("aent-grpo", "aent-aent"):
+        if name in summary and f"base-{name}" in summary:
+            print(f"{name} / base-{name}: {summary[f'base-{name}']['s_per_step'] / summary[name]['s_per_step']:.2f}x "
+                  f"steps per hour")
     if "aent-grpo" in summary and "aent-aent" in summary:
         extra = summary["aent-aent"]["s_per_step"] / summary["aent-grpo"]["s_per_step"] - 1
         print(f"aent-aent step vs aent-grpo step: {extra:+.1%} time")
@@ -319,6 +337,7 @@ def parse_args(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base-tree", help="another checkout: also run its aent trainers (rows base-aent-*)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     return ap.parse_args(argv)

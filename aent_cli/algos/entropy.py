@@ -11,29 +11,27 @@ stays fp64 so gradcheck can run), process `chunk_rows` rows at a time and save n
 for backward beyond the input itself: backward recomputes each chunk's probabilities from the logits
 and a few numbers per row. Logits are assumed finite.
 
-Finding the kept set exactly without sorting or kthvalue over the vocabulary (both cost several times
-a full entropy pass): a sample of each row places a bracket around the threshold, counting passes
-(#(x < tau), also kept per block of tokens) confirm and narrow it, and the few tokens left inside are
-gathered by block and ranked exactly. A row whose bracket misses falls back to torch.kthvalue.
+The kept set is found exactly, as torch.kthvalue would, without sorting or selecting over the
+vocabulary (either costs several full entropy passes): see _kept_threshold.
 """
 from __future__ import annotations
 
 import math
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import torch
 
 from aent_cli.algos.registry import ENTROPY_BONUSES, register
 
-DEFAULT_CHUNK_ROWS = 16  # [16, 152k] fp32 buffers (~10 MB each) stay in a server CPU's L3 cache
+DEFAULT_CHUNK_ROWS = 16  # the chunk's few [rows, V] fp32 buffers (10 MB each at V=152k) stay in cache
 
 _SAMPLE = 1024  # sampled logits per row that place the first bracket
 _BRACKET_SIGMAS = 3.0  # bracket half-width, in standard errors of the sample quantile's rank
 _BLOCK = 64  # counts are also kept per block of this many tokens, to find the band's members
 _EXACT_BELOW = 16 * _SAMPLE  # smaller vocabularies take the exact kthvalue path
-_SMALL_BAND = 256  # narrowing stops once a row's bracket holds at most this many tokens
-_MAX_ROUNDS = 3  # narrowing rounds (two counting passes each) before gathering the band
-_MAX_GATHER = 1 << 15  # a band larger than this after the rounds goes to the exact fallback
+_SMALL_BAND = 256  # a bracket holding at most this many tokens is ranked without narrowing it
+_MAX_GATHER = 1 << 15  # a larger band (heavy ties, missed straddle) goes to the exact fallback
 _K_NOISE, _K_BEND, _K_CONST = 3.0, 1.0, 16.0  # straddle margin, fitted on Gaussian, t, lognormal, bf16 rows
 _SEED = 20250601  # fixed sample positions: results never depend on global RNG state
 
@@ -91,29 +89,40 @@ def _exact_threshold(x: torch.Tensor, drop: int) -> Tuple[torch.Tensor, torch.Te
     return t.squeeze(-1), cut
 
 
-def _count_below(x: torch.Tensor, taus: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """#(x < tau) for each of the k thresholds taus [R, k] of every row, in one pass; out [R, k, V]
-    keeps the 0/1 indicators. fp32 sums of 0/1 are exact integers below 2**24."""
-    return torch.lt(x.unsqueeze(1), taus.unsqueeze(2), out=out).sum(-1)
+def _count_below(x: torch.Tensor, taus: torch.Tensor, out: torch.Tensor) -> Tuple[np.ndarray, torch.Tensor]:
+    """#(x < tau) for the k thresholds taus [k, R] of every row, in one pass over x [R, V].
+
+    out [k, R, V] keeps the 0/1 indicators. Returns the counts [R, k] (NumPy) and the per-block
+    counts [k, R, blocks] (the vocabulary tail is one more block); fp32 sums of 0/1 are exact.
+    """
+    ind = torch.lt(x.unsqueeze(0), taus.unsqueeze(2), out=out)
+    whole = (x.shape[1] // _BLOCK) * _BLOCK
+    blocks = ind[..., :whole].unflatten(2, (-1, _BLOCK)).sum(-1)
+    if whole < x.shape[1]:
+        blocks = torch.cat([blocks, ind[..., whole:].sum(-1, keepdim=True)], 2)
+    return _to_numpy(blocks.sum(-1)).T, blocks
 
 
-def _interpolate(xs: torch.Tensor, cs: torch.Tensor, target: float) -> Tuple[torch.Tensor, ...]:
-    """Estimate the value of rank `target` from three exact (value, count) points per row: the
-    quadratic through them (inverse CDF), kept inside the half bracket that holds the target, whose
-    ends are returned as an index 0 (first half) or 1 (second half)."""
-    c0, c1, c2 = cs.unbind(1)
-    x0, x1, x2 = xs.unbind(1)
-    half = (c1 <= target).long()
-    lo, hi = xs.gather(1, half.unsqueeze(1)).squeeze(1), xs.gather(1, half.unsqueeze(1) + 1).squeeze(1)
-    c_lo, c_hi = cs.gather(1, half.unsqueeze(1)).squeeze(1), cs.gather(1, half.unsqueeze(1) + 1).squeeze(1)
-    linear = lo + (hi - lo) * ((target - c_lo) / (c_hi - c_lo).clamp(min=1)).clamp(0, 1)
-    d01, d02, d12 = c0 - c1, c0 - c2, c1 - c2
-    ok = (d01 < 0) & (d12 < 0)
-    d01, d02, d12 = d01.clamp(max=-1), d02.clamp(max=-1), d12.clamp(max=-1)
-    quad = (x0 * (target - c1) * (target - c2) / (d01 * d02) - x1 * (target - c0) * (target - c2) / (d01 * d12)
-            + x2 * (target - c0) * (target - c1) / (d02 * d12))
-    estimate = torch.where(ok & torch.isfinite(quad), torch.minimum(torch.maximum(quad, lo), hi), linear)
-    return estimate, half, (estimate - linear).abs()
+def _interpolate(xs: np.ndarray, cs: np.ndarray, target: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate the value of rank `target` from three exact (value, count) points per row [R, 3]: the
+    quadratic through them (the inverse CDF), kept inside the half bracket that holds the target.
+    Returns the estimate, that half (0: points 0-1, 1: points 1-2) and |quadratic - linear|."""
+    rows = np.arange(len(xs))
+    side = (cs[:, 1] <= target).astype(np.int64)
+    lo, hi, c_lo, c_hi = xs[rows, side], xs[rows, side + 1], cs[rows, side], cs[rows, side + 1]
+    linear = lo + (hi - lo) * np.clip((target - c_lo) / np.maximum(c_hi - c_lo, 1), 0, 1)
+    (x0, x1, x2), (c0, c1, c2) = xs.T, cs.T
+    ok = (c0 < c1) & (c1 < c2) & np.isfinite(xs).all(1)
+    d01, d02, d12 = np.minimum(c0 - c1, -1), np.minimum(c0 - c2, -1), np.minimum(c1 - c2, -1)
+    with np.errstate(all="ignore"):
+        quad = (x0 * (target - c1) * (target - c2) / (d01 * d02) - x1 * (target - c0) * (target - c2) / (d01 * d12)
+                + x2 * (target - c0) * (target - c1) / (d02 * d12))
+        estimate = np.where(ok & np.isfinite(quad), np.clip(quad, lo, hi), linear)
+    return estimate, side, np.abs(estimate - linear)
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.float64).cpu().numpy()
 
 
 def _kept_threshold(
@@ -121,10 +130,12 @@ def _kept_threshold(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(thr, cut) per row of x [R, V] such that exactly `drop` tokens are dropped, as kthvalue would.
 
-    Invariant per row: #(x < a) = ca <= drop < cb = #(x < b), so the threshold value lies in [a, b).
-    Three sample quantiles give exact counts around the threshold; a quadratic through them places
-    two more counts tightly around it; the tokens left between are gathered and ranked.
-    `scratch` [R, 3, V] holds the counting indicators.
+    Three sample quantiles get exact counts around the threshold; a quadratic through them places
+    two more counts tightly around it; the few tokens left between are gathered and ranked. Per row,
+    #(x < a) = ca <= drop < cb = #(x < b) throughout, so the threshold value lies in [a, b).
+    `scratch` [3, R, V] holds counting indicators; slot_a / slot_b say which of its slots holds a's /
+    b's. The per-row bookkeeping runs in NumPy (float64 holds every fp32 value exactly), where it
+    costs microseconds instead of many small torch calls.
     """
     rows, vocab = x.shape
     if vocab < _EXACT_BELOW:
@@ -133,97 +144,97 @@ def _kept_threshold(
     q = (drop + 0.5) / vocab
     centre, half = q * _SAMPLE - 0.5, _BRACKET_SIGMAS * math.sqrt(_SAMPLE * q * (1 - q)) + 1
     r_lo, r_mid, r_hi = math.floor(centre - half), min(max(round(centre), 0), _SAMPLE - 1), math.ceil(centre + half)
-    # Near the ends, the sample's extremes still bracket the threshold unless that is unlikely.
+    # Near the ends, the sample's extremes still bracket the threshold unless that is unlikely;
+    # otherwise the row's minimum (nothing below) or just above its maximum (everything below).
     r_lo = max(r_lo, 0) if q * _SAMPLE > 8 else r_lo
     r_hi = min(r_hi, _SAMPLE - 1) if (1 - q) * _SAMPLE > 8 else r_hi
-    # The outer points fall back to the row's minimum (nothing below) and just above its maximum.
-    lo = sample.kthvalue(r_lo + 1, -1, keepdim=True).values if r_lo >= 0 else x.amin(-1, keepdim=True)
-    mid = sample.kthvalue(r_mid + 1, -1, keepdim=True).values
-    hi = _above(sample.kthvalue(r_hi + 1, -1, keepdim=True).values if r_hi < _SAMPLE else row_max)
-    xs = torch.cat([lo, mid, hi], 1)
-    cs = _count_below(x, xs, scratch)
+    ranks = [r for r in (r_lo, r_mid, r_hi) if 0 <= r < _SAMPLE]
+    quantiles = torch.from_numpy(np.partition(sample.cpu().numpy(), ranks, axis=1)[:, ranks]).to(x.device)
+    lo = quantiles[:, :1] if r_lo >= 0 else x.amin(-1, keepdim=True)
+    mid = quantiles[:, ranks.index(r_mid)].unsqueeze(1)
+    hi = _above(quantiles[:, -1:] if r_hi < _SAMPLE else row_max)
+    points = torch.cat([lo, mid, hi], 1)
+    cs, bank = _count_below(x, points.T.contiguous(), scratch)
+    xs = _to_numpy(points)
     valid = (cs[:, 0] <= drop) & (cs[:, 2] > drop)
-    estimate, side, bend = _interpolate(xs.double(), cs.double(), drop + 0.5)
-    a, b = xs.gather(1, side.unsqueeze(1)), xs.gather(1, side.unsqueeze(1) + 1)
-    ca, cb = cs.gather(1, side.unsqueeze(1)).squeeze(1), cs.gather(1, side.unsqueeze(1) + 1).squeeze(1)
-
-    n = (cb - ca).clamp(min=1)
-    if bool((valid & (n > _SMALL_BAND) & (ca != drop)).any()):
+    estimate, side, bend = _interpolate(xs, cs, drop + 0.5)
+    every = np.arange(rows)
+    a, b, ca, cb = xs[every, side], xs[every, side + 1], cs[every, side], cs[every, side + 1]
+    slot_a, slot_b = side.copy(), side + 1
+    n = np.maximum(cb - ca, 1)
+    if (valid & (n > _SMALL_BAND) & (ca != drop)).any():
         # Straddle the estimate with two more counts; the margin covers binomial noise and model error.
-        frac = ((drop + 0.5 - ca) / n).clamp(0, 1)
-        spread = (b - a).squeeze(1).double() / n.double()  # mean value step per rank in [a, b)
-        err = _K_NOISE * torch.sqrt(n * frac * (1 - frac)) + _K_BEND * bend / spread + _K_CONST
-        taus = torch.stack([estimate - err * spread, estimate + err * spread], 1)
-        taus = torch.minimum(torch.maximum(taus, a.double()), b.double()).to(x.dtype)
-        counts = _count_below(x, taus, scratch[:, :2])
-        low = (counts <= drop) & (counts >= ca.unsqueeze(1))
-        high = (counts > drop) & (counts <= cb.unsqueeze(1))
-        take_a, take_b = low[:, 0], high[:, 1]
-        a, ca = torch.where(take_a.unsqueeze(1), taus[:, :1], a), torch.where(take_a, counts[:, 0], ca)
-        b, cb = torch.where(take_b.unsqueeze(1), taus[:, 1:], b), torch.where(take_b, counts[:, 1], cb)
-        fresh = take_a & take_b
-    else:  # a and b are points (0, 1) or (1, 2) of the first count: move the latter to (0, 1)
-        for r in (side == 1).nonzero().squeeze(1).tolist():
-            scratch[r, :2] = scratch[r, 1:].clone()
-        fresh = torch.ones_like(valid)
-    thr = a.squeeze(1).clone()  # rows with ca == drop: #(x < a) == drop, so keeping x >= a is exact
+        frac = np.clip((drop + 0.5 - ca) / n, 0, 1)
+        step = (b - a) / n  # mean value step per rank in [a, b)
+        err = (_K_NOISE * np.sqrt(n * frac * (1 - frac)) + _K_CONST) * step + _K_BEND * bend
+        probes = np.clip(np.stack([estimate - err, estimate + err]), a, b)
+        taus = torch.from_numpy(probes).to(x.device, x.dtype)
+        counts, straddle = _count_below(x, taus, scratch[:2])
+        bank = torch.cat([straddle, bank[2:]])  # slots 0 and 1 now hold the straddle's indicators
+        taus = _to_numpy(taus).T
+        take_a = (counts[:, 0] <= drop) & (counts[:, 0] >= ca)
+        take_b = (counts[:, 1] > drop) & (counts[:, 1] <= cb)
+        a, ca, slot_a = np.where(take_a, taus[:, 0], a), np.where(take_a, counts[:, 0], ca), np.where(take_a, 0, -1)
+        b, cb = np.where(take_b, taus[:, 1], b), np.where(take_b, counts[:, 1], cb)
+        slot_b = np.where(take_b, 1, np.where(slot_b == 2, 2, -1))
+
+    thr = torch.from_numpy(a).to(x.device, x.dtype)  # rows with ca == drop: keeping x >= a is exact
     cut = torch.full((rows,), vocab, dtype=torch.int64, device=x.device)
     band = cb - ca
     gather = valid & (ca != drop) & (band <= _MAX_GATHER)
     fallback = ~valid | (band > _MAX_GATHER)
-    if bool(gather.any()):
-        for r in (gather & ~fresh).nonzero().squeeze(1).tolist():  # recount this row's [a, b)
-            torch.lt(x[r], torch.cat([a[r], b[r]]).unsqueeze(1), out=scratch[r, :2])
-        idx = gather.nonzero().squeeze(1)
-        scratch[:, 1].sub_(scratch[:, 0])  # 1 on a <= x < b
-        thr[idx], cut[idx] = _rank_in_band(x, scratch, drop, idx, ca[idx], band[idx])
-    if bool(fallback.any()):
-        idx = fallback.nonzero().squeeze(1)
+    stale = gather & ((slot_a < 0) | (slot_b < 0))
+    if gather.any():
+        for r in np.flatnonzero(stale).tolist():  # a straddle probe missed: recount [a, b) in slots 0, 1
+            ends = torch.tensor([[a[r]], [b[r]]], dtype=x.dtype, device=x.device)
+            bank[:2, r] = _count_below(x[r : r + 1], ends, scratch[:2, r : r + 1])[1][:, 0]
+        slot_a, slot_b = np.where(stale, 0, slot_a), np.where(stale, 1, slot_b)
+        idx = np.flatnonzero(gather)
+        thr[idx], cut[idx] = _rank_in_band(x, bank, drop, idx, a, b, slot_a[idx], slot_b[idx], ca[idx])
+    if fallback.any():
+        idx = torch.from_numpy(np.flatnonzero(fallback)).to(x.device)
         thr[idx], cut[idx] = _exact_threshold(x[idx], drop)
     if stats is not None:
         for key, mask in (("separator", valid & (ca == drop)), ("gathered", gather), ("fallback", fallback),
-                          ("recounted", gather & ~fresh)):
+                          ("recounted", stale)):
             stats[key] = stats.get(key, 0) + int(mask.sum())
     return thr, cut
 
 
-def _rank_in_band(x, scratch, drop, idx, ca, band) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Exact (thr, cut) for rows idx whose threshold is the (drop - ca)-th smallest of their members,
-    the tokens marked 1 in scratch[:, 1]."""
-    vocab = x.shape[1]
-    if vocab % _BLOCK:  # pad the rows to whole blocks (a copy, for uncommon vocabulary sizes)
-        pad = (0, _BLOCK - vocab % _BLOCK)
-        x, scratch = torch.nn.functional.pad(x[idx], pad), torch.nn.functional.pad(scratch[idx], pad)
-        idx = torch.arange(idx.numel(), device=x.device)
-    per_row = x.shape[1] // _BLOCK
-    x_blocks, s_blocks = x.reshape(-1, _BLOCK), scratch.reshape(-1, _BLOCK)  # views: both contiguous
-    counts = scratch[:, 1].unflatten(1, (per_row, _BLOCK)).sum(-1).index_select(0, idx)
-    hit_row, hit_block = (counts > 0).nonzero(as_tuple=True)  # row-major: positions ascend per row
-    flat = idx[hit_row] * per_row + hit_block
-    slot_1 = flat + (idx[hit_row] * (scratch.shape[1] - 1) + 1) * per_row  # block of scratch[row, 1]
-    found = (s_blocks.index_select(0, slot_1) > 0).view(-1).nonzero().squeeze(1)
-    vals = x_blocks.index_select(0, flat).view(-1).index_select(0, found)
-    block, lane = found // _BLOCK, found % _BLOCK
-    pos, owner = hit_block[block] * _BLOCK + lane, hit_row[block]
-    n = band.long()
-    start = torch.cumsum(n, 0) - n
-    col = torch.arange(vals.numel(), device=x.device) - start[owner]
-    padded = torch.full((idx.numel(), int(n.max())), math.inf, dtype=x.dtype, device=x.device)
-    padded[owner, col] = vals
-    j = (drop - ca).long().unsqueeze(1)
-    t = padded.sort(-1).values.gather(1, j)
-    n_lt = ca.long() + (padded < t).sum(-1)
-    n_le = ca.long() + (padded <= t).sum(-1)
+def _rank_in_band(x, bank, drop: int, idx: np.ndarray, a, b, slot_a, slot_b, ca):
+    """Exact (thr, cut) for rows idx whose threshold is the (drop - ca)-th smallest of their tokens
+    in [a, b): the blocks holding such tokens are found from the block counts `bank`, gathered from x,
+    and the few members are ranked per row in NumPy (a sort over a few hundred values per row)."""
+    rows, vocab = x.shape
+    counts = bank.cpu().numpy()
+    per_row = counts.shape[2]
+    hit = np.flatnonzero((counts[slot_b, idx] - counts[slot_a, idx]) > 0)  # row-major: ascending positions
+    hit_row, hit_block = hit // per_row, hit % per_row
+    if vocab % _BLOCK:  # pad to whole blocks (a copy of x, for uncommon vocabularies)
+        x = torch.nn.functional.pad(x, (0, _BLOCK - vocab % _BLOCK), value=math.inf)
+    flat = torch.from_numpy(idx[hit_row] * per_row + hit_block).to(x.device)
+    gathered = x.reshape(-1, _BLOCK).index_select(0, flat).cpu().numpy()  # [hits, _BLOCK]
+    member = np.flatnonzero((gathered >= a[idx][hit_row, None]) & (gathered < b[idx][hit_row, None]))
+    values = gathered.reshape(-1)[member]
+    owner = hit_row[member // _BLOCK]
+    positions = hit_block[member // _BLOCK] * _BLOCK + member % _BLOCK
+    n = np.bincount(owner, minlength=len(idx))
+    start = np.cumsum(n) - n
+    ordered = values[np.lexsort((values, owner))]  # by row, then by value
+    below = ca.astype(np.int64)
+    thr = ordered[start + drop - below]
+    n_lt = below + np.bincount(owner, weights=values < thr[owner], minlength=len(idx)).astype(np.int64)
+    n_le = below + np.bincount(owner, weights=values <= thr[owner], minlength=len(idx)).astype(np.int64)
     kept_ties = n_le - drop
-    cut = torch.full_like(n_lt, vocab)
+    cut = np.full(len(idx), vocab, dtype=np.int64)
     partial = kept_ties < n_le - n_lt
-    if bool(partial.any()):
-        tied = (vals == t.squeeze(1)[owner]).long()
-        rank = torch.cumsum(tied, 0)
-        rank = rank - (rank - tied)[start][owner]  # 1-based rank among its row's tied members
-        first_dropped = (tied == 1) & (rank == kept_ties[owner] + 1)
-        cut[owner[first_dropped]] = pos[first_dropped]
-    return t.squeeze(1), cut
+    if partial.any():  # keep the lowest-index ties: cut at the first dropped one
+        tied = values == thr[owner]
+        rank = np.cumsum(tied)
+        rank -= (rank - tied)[start][owner]  # 1-based rank of each tied member within its row
+        first_dropped = tied & (rank == kept_ties[owner] + 1) & partial[owner]
+        cut[owner[first_dropped]] = positions[first_dropped]
+    return torch.from_numpy(thr).to(x.device, x.dtype), torch.from_numpy(cut).to(x.device)
 
 
 def _masked_into(x: torch.Tensor, thr: torch.Tensor, cut: torch.Tensor, fill: torch.Tensor, out: torch.Tensor):
@@ -281,7 +292,7 @@ class _Entropy(torch.autograd.Function):
         new = lambda *shape, dtype=compute: torch.empty(*shape, dtype=dtype, device=logits.device)  # noqa: E731
         out, log_z, mean, low, thr, cut = new(n), new(n, 1), new(n, 1), new(n, 1), new(n), new(n, dtype=torch.int64)
         buf = new(min(chunk, n), vocab)
-        scratch = new(min(chunk, n), 3, vocab, dtype=torch.float32) if drop else None
+        scratch = new(3, min(chunk, n), vocab, dtype=torch.float32) if drop else None
         for start in range(0, n, chunk):
             sl = slice(start, start + chunk)
             x = _chunk(logits, sl, temperature, compute)
@@ -289,7 +300,7 @@ class _Entropy(torch.autograd.Function):
             m = x.amax(dim=-1, keepdim=True)
             low[sl] = _sampled_min(x)
             if drop:
-                thr[sl], cut[sl] = _kept_threshold(x, drop, m, scratch[: x.shape[0]], stats)
+                thr[sl], cut[sl] = _kept_threshold(x, drop, m, scratch[:, : x.shape[0]], stats)
                 _masked_into(x, thr[sl], cut[sl], (m + _EXP_FLOOR).squeeze(1), e).sub_(m)
                 _exp_(e, thr[sl].unsqueeze(1) - m)
             else:
@@ -313,10 +324,14 @@ class _Entropy(torch.autograd.Function):
         scale_all = grad_out.to(compute).unsqueeze(-1) / ctx.temperature
         for start in range(0, n, ctx.chunk):
             sl = slice(start, start + ctx.chunk)
+            scale = scale_all[sl]
+            silent = scale.squeeze(1) == 0  # e.g. padding positions: their gradient is exactly 0
+            if bool(silent.all()):
+                grad[sl] = 0
+                continue
             x = _chunk(logits, sl, ctx.temperature, compute)
             rows = x.shape[0]
-            scale = scale_all[sl]
-            # |dL/dH| is folded into the exponent: p * |g| = exp(x - log Z + log|g|); g = 0 gives exactly 0.
+            # |dL/dH| is folded into the exponent: p * |g| = exp(x - log Z + log|g|).
             shift = log_z[sl] - torch.log(scale.abs())
             _exp_(torch.sub(x, shift, out=p[:rows]), low[sl] - shift)
             g = grad[sl] if staging is None else staging[:rows]
@@ -332,6 +347,8 @@ class _Entropy(torch.autograd.Function):
                 for r in positive.nonzero().squeeze(1).tolist():
                     g[r].neg_()
             g.mul_(p[:rows])
+            for r in silent.nonzero().squeeze(1).tolist():
+                g[r] = 0
             if staging is not None:
                 grad[sl] = g
         return grad, None, None, None, None

@@ -27,15 +27,9 @@ def train(overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_H
 
 
 app.command("eval")(eval_cmd.eval_command)
-
-
 app.command("sweep")(sweep_cmd.sweep_command)
 app.command("ablate")(ablate_cmd.ablate_command)
-
-
 app.command("report")(report_cmd.report_command)
-
-
 app.command("ui")(ui_cmd.ui_command)
 
 
@@ -47,6 +41,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its logger's level on import
     for name in ("mlflow", "alembic", "DeepSpeed", "deepspeed"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

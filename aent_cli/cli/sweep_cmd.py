@@ -23,7 +23,7 @@ def split_file_arg(args: List[str]) -> Tuple[Optional[str], List[str]]:
 
 
 def sweep_command(
-    args: Optional[List[str]] = typer.Argument(None, help=SWEEP_ARGS_HELP),
+    args: Optional[List[str]] = typer.Argument(None, help=SWEEP_ARGS_HELP, metavar="[SWEEP_FILE] [OVERRIDES]..."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help=JOBS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
@@ -74,7 +74,8 @@ def execute(plan, jobs: int, dry_run: bool) -> None:
     console.print(to_rich(for_terminal(result.table), title=result.run_name))
     for path in result.files:
         err.print(f"wrote {path}", highlight=False)
-    err.print(f"parent run {result.parent_run_id}: {len(result.outcomes)} job(s), status {result.status}", highlight=False)
+    err.print(f"parent run {result.parent_run_id}: {len(result.outcomes)} job(s), status {result.status}",
+              highlight=False)
     if result.failed:
         names = "; ".join(f"#{o.job.index} {o.label} ({o.status}{': ' + o.error if o.error else ''})"
                           for o in result.failed)

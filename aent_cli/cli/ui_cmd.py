@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from aent_cli.cli.common import OVERRIDES_HELP, fail, load_config
+from aent_cli.cli.common import fail, load_config
 
 STARTUP_TIMEOUT_S = 120.0  # the first start may migrate an old store's schema
 STOP_TIMEOUT_S = 10.0
@@ -67,7 +67,9 @@ def _interrupt(signum, frame) -> None:
 
 
 def ui_command(
-    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP + "; tracking.uri picks the store"),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="Config overrides; tracking.uri=URI picks the store (default: $MLFLOW_TRACKING_URI, "
+                   "else sqlite:///mlflow.db in the working directory, as train / eval / sweep use)."),
     port: int = typer.Option(5000, "--port", "-p", min=1, max=65535, help="Port on 127.0.0.1."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; keep loopback unless you mean it."),
     workers: int = typer.Option(1, "--workers", min=1, help="Server worker processes."),
@@ -84,7 +86,11 @@ def ui_command(
         fail(f"port {port} on {host} is in use: pass --port")
     url = f"http://{host}:{port}"
     # Its own session: the terminal's Ctrl-C reaches only us, and we stop the whole group in order.
-    proc = subprocess.Popen(server_command(uri, host, port, workers), start_new_session=True)
+    # MLflow 3's server also starts a job runner with several huey consumers (GenAI jobs): not needed
+    # to browse runs, and heavy on a small machine. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true keeps it.
+    env = {**os.environ}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    proc = subprocess.Popen(server_command(uri, host, port, workers), start_new_session=True, env=env)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if not wait_healthy(url, proc, STARTUP_TIMEOUT_S):

@@ -125,7 +125,7 @@ class TrainerConfig:
     zero_stage: int = 2
     bf16: bool = False
     cpu_offload: bool = False
-    val_every: int = 10  # steps between val/acc measurements (and at step 0 and the end)
+    val_every: int = 10  # steps between val/acc measurements (also at step 0 and the end); 0 = no validation
     val_n: int = 1  # samples per val problem
     output_dir: str = "runs"
     run_name: Optional[str] = None
@@ -161,7 +161,8 @@ class EvalConfig:
 class TrackingConfig:
     uri: Optional[str] = None  # null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     experiment: str = "aent"
-    log_every: int = 1
+    # Steps between MLflow writes (metrics are buffered); a write also happens once 10 s have passed.
+    log_every: int = 10
 
 
 @dataclass

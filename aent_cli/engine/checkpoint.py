@@ -8,7 +8,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,7 +36,25 @@ def _restore_rng(tensors: Dict[str, torch.Tensor], python_state: Any) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, state: Dict[str, Any], keep: int) -> Path:
+def rng_tensors() -> Dict[str, torch.Tensor]:
+    """This process's RNG states (data-parallel runs gather every rank's into the checkpoint)."""
+    return _rng_tensors()
+
+
+def write_rank_rng(directory: Path, per_rank: List[Dict[str, torch.Tensor]]) -> None:
+    """rng_rank<r>.safetensors for ranks >= 1 (rank 0's states are rng.safetensors)."""
+    for rank, tensors in enumerate(per_rank[1:], start=1):
+        save_file(tensors, str(Path(directory) / f"rng_rank{rank}.safetensors"))
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:06d}"
+
+
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, state: Dict[str, Any], keep: int,
+                    write_extra: Optional[Callable[[Path], None]] = None) -> Path:
+    """`optimizer` None: its state lives elsewhere (DeepSpeed's ZeRO shards); `write_extra(tmp)` adds
+    files (other ranks' RNG states) before the checkpoint is renamed into place."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -44,8 +62,11 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, state
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model_dir(model, tokenizer, tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
+    if write_extra is not None:
+        write_extra(tmp)
     full_state = {**state, "step": step, "python_random": list(random.getstate())}
     (tmp / "trainer_state.json").write_text(json.dumps(full_state, indent=2))
     if final.exists():
@@ -92,11 +113,15 @@ def load_trainer_state(ckpt: Path) -> Dict[str, Any]:
     return json.loads((ckpt / "trainer_state.json").read_text())
 
 
-def restore_checkpoint(ckpt: Path, model, optimizer) -> Dict[str, Any]:
-    """Load weights, optimizer and RNG states in place; return the JSON trainer state."""
-    for shard in sorted(ckpt.glob("model*.safetensors")):  # one file, or save_pretrained's shards
-        model.load_state_dict(load_file(str(shard)), strict=False)
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
+def restore_checkpoint(ckpt: Path, model, optimizer, rank: int = 0) -> Dict[str, Any]:
+    """Load weights, optimizer and RNG states (this rank's) in place; return the JSON trainer state.
+    model / optimizer None: restored elsewhere (DeepSpeed's load_checkpoint)."""
+    if model is not None:
+        for shard in sorted(ckpt.glob("model*.safetensors")):  # one file, or save_pretrained's shards
+            model.load_state_dict(load_file(str(shard)), strict=False)
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
     state = load_trainer_state(ckpt)
-    _restore_rng(load_file(str(ckpt / "rng.safetensors")), state["python_random"])
+    rng_file = ckpt / (f"rng_rank{rank}.safetensors" if rank else "rng.safetensors")
+    _restore_rng(load_file(str(rng_file)), state["python_random"])
     return state

@@ -18,6 +18,9 @@ from aent_cli.data.problem import Problem
 from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.data.sources import load_problems
 from aent_cli.engine.checkpoint import find_run_dir, latest_checkpoint, load_trainer_state
+from aent_cli.engine.distributed import (LOCAL, DistEnv, SilentTracker, TorchBackend, broadcast_object,
+                                         check_divisible, detect_env, init_distributed, local_device, main_first,
+                                         shutdown)
 from aent_cli.errors import UserError
 from aent_cli.models.loading import load_policy, resolve_device
 from aent_cli.rewards import Grader
@@ -78,15 +81,24 @@ class TrainingSetup:
     tracker: TrainTracker
     console: TrainConsole
     resume_checkpoint: Optional[Path]
+    backend: object = None  # the optimiser step: distributed.TorchBackend or deepspeed_backend.DeepSpeedBackend
+    env: DistEnv = LOCAL  # this process's rank in a torchrun / deepspeed launch
+    owns_process_group: bool = False
 
     @classmethod
     def build(cls, cfg: DictConfig, context: Optional[RunContext] = None) -> "TrainingSetup":
         context = context or RunContext()
+        env = detect_env()
         resume_ckpt, run_id = None, None
         if cfg.trainer.resume:
             cfg, run_dir = _resumed_config(cfg)
             resume_ckpt = latest_checkpoint(run_dir)
-            run_id = load_trainer_state(resume_ckpt)["mlflow_run_id"]
+            saved = load_trainer_state(resume_ckpt)
+            run_id = saved["mlflow_run_id"]
+            if int(saved.get("world_size", 1)) != env.world_size:
+                raise UserError(f"resume={cfg.trainer.resume}: the checkpoint was written by "
+                                f"{saved.get('world_size', 1)} process(es), this launch has {env.world_size}; "
+                                "resume with the same world size")
         else:
             name = cfg.trainer.run_name or f"{cfg.algo.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
             run_dir = Path(cfg.trainer.output_dir) / name
@@ -95,15 +107,23 @@ class TrainingSetup:
         if len(train_problems) < cfg.trainer.batch_size:
             raise UserError(f"data.train has {len(train_problems)} problems, fewer than "
                             f"trainer.batch_size={cfg.trainer.batch_size}")
-        device = resolve_device(cfg.trainer.device)
+        check_divisible(env, cfg.trainer.batch_size, cfg.trainer.mini_batch_size)
+        device = local_device(env, resolve_device(cfg.trainer.device))
+        owns_group = not torch.distributed.is_initialized()
+        env = init_distributed(env, device, single_process_group=cfg.trainer.backend == "deepspeed")
+        owns_group = owns_group and torch.distributed.is_initialized()
+        if resume_ckpt is None:
+            run_dir = Path(cfg.trainer.output_dir) / broadcast_object(run_dir.name, env)  # one name for all ranks
 
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
         random.seed(cfg.trainer.seed)
         torch.manual_seed(cfg.trainer.seed)
-        console = TrainConsole(quiet=context.quiet)
-        model, tokenizer = load_policy(cfg.model, device, progress_factory=console.warmstart_progress)
-        torch.manual_seed(cfg.trainer.seed)  # the same start whether or not the warm start just ran
+        console = TrainConsole(quiet=context.quiet or not env.is_main)
+        with main_first(env):  # rank 0 builds the tiny model's cache, the others then read it
+            model, tokenizer = load_policy(cfg.model, device, progress_factory=console.warmstart_progress)
+        # the same start whether or not the warm start just ran; ranks sample different rollouts
+        torch.manual_seed(cfg.trainer.seed + env.rank)
         template = resolve_template(cfg.model.prompt_template, tokenizer)
         val_prompts = [render_prompt(p.problem, template, tokenizer) for p in val_problems]
         ref_model = None
@@ -111,16 +131,32 @@ class TrainingSetup:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         t = cfg.trainer
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        if t.backend == "deepspeed":
+            from aent_cli.engine.deepspeed_backend import DeepSpeedBackend
+
+            backend = DeepSpeedBackend(model, optimizer, t, env, device)
+            optimizer = backend.optimizer
+        else:
+            backend = TorchBackend(model, optimizer, env)
         rollout = build_rollout(cfg.rollout, model, tokenizer)
         grader = Grader.from_config(cfg.reward)
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        if resume_ckpt is None:
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        tracker = TrainTracker(cfg, run_dir, run_id=run_id, parent_run_id=context.parent_run_id, tags=context.tags)
+        if env.is_main:  # rank 0 alone writes the config and records to MLflow
+            if resume_ckpt is None:
+                (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            tracker = TrainTracker(cfg, run_dir, run_id=run_id, parent_run_id=context.parent_run_id,
+                                   tags=context.tags)
+        run_id = broadcast_object(tracker.run_id if env.is_main else None, env)
+        if not env.is_main:
+            tracker = SilentTracker(run_id)
         return cls(cfg, run_dir, device, train_problems, val_problems, val_prompts, template, model, ref_model,
-                   tokenizer, optimizer, rollout, grader, tracker, console, resume_ckpt)
+                   tokenizer, optimizer, rollout, grader, tracker, console, resume_ckpt, backend, env, owns_group)
 
     def close(self) -> None:
         self.grader.close()
         self.rollout.close()
+        if self.backend is not None:
+            self.backend.close()
+        if self.owns_process_group:
+            shutdown()

@@ -13,16 +13,14 @@ import torch
 from omegaconf import DictConfig
 
 from aent_cli.algos.advantages import ADVANTAGES
-from aent_cli.algos.aggregation import masked_mean
 from aent_cli.algos.coef import build_coef
 from aent_cli.algos.registry import lookup
 from aent_cli.data.prompts import render_prompt
-from aent_cli.engine.checkpoint import restore_checkpoint, save_checkpoint
+from aent_cli.engine.distributed import all_reduce_sum, shard, shard_uneven
 from aent_cli.engine.sampler import QuerySampler, take
 from aent_cli.engine.setup import RunContext, TrainingSetup
 from aent_cli.engine.update import measure, optimise
 from aent_cli.eval.runner import evaluate_problems
-from aent_cli.models.loading import save_model_dir
 from aent_cli.models.logprobs import pack_sequences
 from aent_cli.rollout import SamplingParams
 
@@ -45,22 +43,30 @@ def _val_accuracy(setup: TrainingSetup) -> float:
     cfg = setup.cfg
     params = SamplingParams(n=cfg.trainer.val_n, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                             top_k=cfg.eval.top_k, max_new_tokens=cfg.rollout.max_new_tokens)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(VAL_SEED)
-        result = evaluate_problems(setup.rollout, setup.val_problems, setup.val_prompts, params, setup.grader,
-                                   batch_size=cfg.eval.batch_size)
-    return result.scores[f"avg@{cfg.trainer.val_n}"]
+    env = setup.env  # each rank scores its share of the problems
+    problems, prompts = shard_uneven(setup.val_problems, env), shard_uneven(setup.val_prompts, env)
+    acc = 0.0
+    with torch.random.fork_rng(devices=[]), setup.backend.generation_context():
+        torch.manual_seed(VAL_SEED + env.rank)
+        if problems:
+            acc = evaluate_problems(setup.rollout, problems, prompts, params, setup.grader,
+                                    batch_size=cfg.eval.batch_size).scores[f"avg@{cfg.trainer.val_n}"]
+    if not env.active:
+        return acc
+    total, count = all_reduce_sum([acc * len(problems), len(problems)], env)
+    return total / max(count, 1.0)
 
 
 def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> Dict[str, float]:
     cfg, algo, tok = setup.cfg, setup.cfg.algo, setup.tokenizer
     started = time.perf_counter()
-    problems = take(setup.train_problems, sampler.next_batch())
+    problems = take(setup.train_problems, shard(sampler.next_batch(), setup.env))  # this rank's groups
     prompts = [render_prompt(p.problem, setup.prompt_template, tok) for p in problems]
     group = cfg.rollout.n
     params = SamplingParams(n=group, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                             top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens)
-    generated = setup.rollout.generate(prompts, params)
+    with setup.backend.generation_context():
+        generated = setup.rollout.generate(prompts, params)
     t_rollout = time.perf_counter()
 
     completions = [c for g in generated for c in g.completions]
@@ -77,7 +83,8 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
     micro = cfg.trainer.micro_batch_size
     old = None
     if updates_per_step > 1:
-        old = measure(setup.model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk, micro)
+        old = measure(setup.model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk, micro,
+                      backend=setup.backend)
     ref_logp = None
     if algo.kl_coef > 0:
         ref_logp = measure(setup.ref_model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk,
@@ -85,31 +92,38 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
     t_old = time.perf_counter()
 
     stats = optimise(
-        setup.model, setup.optimizer, algo, batch, advantages, old, ref_logp, coef.value,
+        setup.model, setup.backend, algo, batch, advantages, old, ref_logp, coef.value,
         temperature=cfg.rollout.temperature, chunk=cfg.model.logit_chunk, group_size=group,
         mini_batch_queries=cfg.trainer.mini_batch_size, micro_batch_size=micro,
         ppo_epochs=cfg.trainer.ppo_epochs, grad_clip=cfg.trainer.grad_clip,
         max_response_length=cfg.rollout.max_new_tokens)
     measured = stats.pop("_measured", None) or old
+    if getattr(setup.rollout, "needs_weight_sync", False):  # an engine with its own copy (vllm)
+        with setup.backend.generation_context():
+            setup.rollout.sync_weights(setup.model)
     t_update = time.perf_counter()
 
+    # sums over all ranks: token-weighted entropies (every rank then takes the same lambda step)
+    # and batch metrics as one process would compute them on the whole batch
     mask = batch.response_mask
-    entropy = float(masked_mean(measured["entropy"], mask))
-    clamped = float(masked_mean(measured["clamped_entropy"], mask))
+    (ent_sum, clamped_sum, n_tokens, reward_sum, n_correct, n_completions, n_cut, timeouts) = all_reduce_sum(
+        [(measured["entropy"] * mask).sum(), (measured["clamped_entropy"] * mask).sum(), mask.sum(),
+         rewards.sum(), sum(graded.correct), len(completions), sum(not c.finished for c in completions),
+         graded.timeouts], setup.env)
+    entropy, clamped = ent_sum / max(n_tokens, 1.0), clamped_sum / max(n_tokens, 1.0)
     lam_used = coef.value
     coef.update(clamped if getattr(coef, "tracked_entropy", "clamped") == "clamped" else entropy, step)
     elapsed = time.perf_counter() - started
-    n_tokens = float(mask.sum())
     metrics = {
-        "reward/mean": float(rewards.mean()),
-        "acc/train": sum(graded.correct) / len(graded.correct),
-        "response_length/mean": n_tokens / len(completions),
-        "response_length/clip_ratio": sum(not c.finished for c in completions) / len(completions),
+        "reward/mean": reward_sum / n_completions,
+        "acc/train": n_correct / n_completions,
+        "response_length/mean": n_tokens / n_completions,
+        "response_length/clip_ratio": n_cut / n_completions,
         "actor/entropy": entropy,
         "actor/clamped_entropy": clamped,
         "actor/entropy_coef": lam_used,
         "actor/entropy_coef_next": coef.value,
-        "reward/grade_timeouts": float(graded.timeouts),
+        "reward/grade_timeouts": timeouts,
         "perf/step_time_s": elapsed,
         "perf/tokens_per_s": n_tokens / elapsed,
         "timing/rollout_s": t_rollout - started,
@@ -143,7 +157,7 @@ def _loop(setup: TrainingSetup) -> TrainResult:
     coef = build_coef(cfg.algo, sampler.steps_per_epoch)
     start_step = 0
     if setup.resume_checkpoint is not None:
-        state = restore_checkpoint(setup.resume_checkpoint, setup.model, setup.optimizer)
+        state = setup.backend.restore_checkpoint(setup.resume_checkpoint)
         coef.load_state_dict(state["coef"])
         sampler.load_state_dict(state["sampler"])
         start_step = int(state["step"])
@@ -151,11 +165,11 @@ def _loop(setup: TrainingSetup) -> TrainResult:
 
     def checkpoint(step: int) -> None:
         setup.tracker.flush()
-        save_checkpoint(setup.run_dir, step, setup.model, setup.tokenizer, setup.optimizer,
-                        {"coef": coef.state_dict(), "sampler": sampler.state_dict(),
-                         "mlflow_run_id": setup.tracker.run_id}, t.keep_checkpoints)
+        setup.backend.save_checkpoint(setup.run_dir, step, setup.tokenizer,
+                                      {"coef": coef.state_dict(), "sampler": sampler.state_dict(),
+                                       "mlflow_run_id": setup.tracker.run_id}, t.keep_checkpoints)
 
-    if start_step == 0 and t.val_every >= 0 and setup.val_problems:
+    if start_step == 0 and t.val_every > 0 and setup.val_problems:
         acc = _val_accuracy(setup)
         result.val[0] = acc
         setup.tracker.log({"val/acc": acc}, 0)
@@ -176,7 +190,7 @@ def _loop(setup: TrainingSetup) -> TrainResult:
     if last < t.steps:  # stopped early on purpose (trainer.stop_after): resumable, not finished
         setup.tracker.end("KILLED")
         return result
-    save_model_dir(setup.model, setup.tokenizer, result.final_model_dir)
+    setup.backend.save_model(result.final_model_dir, setup.tokenizer)  # rank 0 writes
     setup.tracker.finish(result)
     setup.console.summary(result)
     return result

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 import torch
 
 from aent_cli.algos.objective import compute_loss
+from aent_cli.engine.distributed import as_backend, global_denominator, mean_over_ranks
 from aent_cli.models.logprobs import SequenceBatch, response_token_stats
 
 
@@ -23,12 +24,15 @@ def _denominator(algo, mask: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def measure(model, batch: SequenceBatch, temperature: float, p: float, chunk: int, micro: int) -> Dict[str, torch.Tensor]:
-    """Log-probs and both entropies of the sampling policy on the sampled positions (no grad)."""
+def measure(model, batch: SequenceBatch, temperature: float, p: float, chunk: int, micro: int,
+            backend=None) -> Dict[str, torch.Tensor]:
+    """Log-probs and both entropies of the sampling policy on the sampled positions (no grad).
+    `backend`: the training backend when `model` is the one it trains (ZeRO-3 needs lockstep chunks)."""
     parts = defaultdict(list)
     for start in range(0, batch.input_ids.shape[0], micro):
         sub = batch.rows(slice(start, start + micro))
-        stats = response_token_stats(model, sub, temperature, p, chunk=chunk)
+        lockstep = backend.lockstep_chunks(int(sub.response_mask.sum()), chunk) if backend is not None else 0
+        stats = response_token_stats(model, sub, temperature, p, chunk=chunk, min_chunks=lockstep)
         width = batch.responses.shape[1]
         for key, value in stats.items():
             parts[key].append(torch.nn.functional.pad(value, (0, width - value.shape[1])))
@@ -56,7 +60,12 @@ def optimise(
     generator: Optional[torch.Generator] = None,
 ) -> Dict[str, float]:
     """Run the updates; returns mean stats over optimiser steps (plus, when `old` is None, the
-    on-policy measurements taken from the single update's own forward pass)."""
+    on-policy measurements taken from the single update's own forward pass).
+
+    `optimizer` is a torch optimiser or a training backend (engine/distributed.py); with several
+    ranks, loss denominators are global and stats are averaged over ranks, so the update equals
+    one process's on the whole batch."""
+    backend = as_backend(model, optimizer)
     n_seqs = batch.input_ids.shape[0]
     seqs_per_mini = mini_batch_queries * group_size
     needs = _needs(algo)
@@ -72,14 +81,16 @@ def optimise(
         seq_order = (order.unsqueeze(1) * group_size + torch.arange(group_size)).reshape(-1)
         for mb_start in range(0, n_seqs, seqs_per_mini):
             mb_rows = seq_order[mb_start:mb_start + seqs_per_mini]
-            denom = _denominator(algo, batch.response_mask[mb_rows])
-            optimizer.zero_grad(set_to_none=True)
+            denom = global_denominator(_denominator(algo, batch.response_mask[mb_rows]), backend.env)
+            backend.zero_grad()
             step_stats = defaultdict(float)
             for mc_start in range(0, len(mb_rows), micro_batch_size):
                 rows = mb_rows[mc_start:mc_start + micro_batch_size]
                 sub = batch.rows(rows)
                 width = sub.responses.shape[1]
-                stats = response_token_stats(model, sub, temperature, algo.p, chunk=chunk, **needs)
+                lockstep = backend.lockstep_chunks(int(sub.response_mask.sum()), chunk)
+                stats = response_token_stats(model, sub, temperature, algo.p, chunk=chunk, min_chunks=lockstep,
+                                             **needs)
                 logp = stats["logp"]
                 old_logp = logp.detach() if single_pass else old["logp"][rows, :width]
                 bonus = {"full": stats["entropy"], "clamped": stats["clamped_entropy"]}.get(algo.bonus)
@@ -90,7 +101,7 @@ def optimise(
                     denom=denom, norm_length=max_response_length,
                     token_entropy=stats["entropy"].detach(),
                 )
-                loss.backward()
+                backend.backward(loss, last_micro=mc_start + micro_batch_size >= len(mb_rows))
                 share = len(rows) / len(mb_rows)
                 for key, value in loss_stats.items():
                     step_stats[key] += float(value) * share
@@ -98,12 +109,11 @@ def optimise(
                     full_width = batch.responses.shape[1]
                     for key in ("logp", "entropy", "clamped_entropy"):
                         measured[key].append(torch.nn.functional.pad(stats[key].detach(), (0, full_width - width)))
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            grad_norm = backend.step(grad_clip)
             step_stats["grad_norm"] = float(grad_norm)
             for key, value in step_stats.items():
                 totals[key].append(value)
-    out = {key: sum(values) / len(values) for key, values in totals.items()}
+    out = mean_over_ranks({key: sum(values) / len(values) for key, values in totals.items()}, backend.env)
     if single_pass:
         out["_measured"] = {key: torch.cat(values) for key, values in measured.items()}
     return out

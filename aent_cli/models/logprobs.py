@@ -10,7 +10,15 @@ from typing import Dict, List, Sequence
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from aent_cli.algos.entropy import clamped_entropy, full_entropy
+from aent_cli.algos.entropy import DEFAULT_CHUNK_ROWS, clamped_entropy, full_entropy
+
+# Entropy passes take rows in chunks of about this many logits (the entropy module's default of 16
+# rows is sized for ~150k-token vocabularies; a small vocabulary would pay its per-chunk overhead
+# thousands of times).
+_ENTROPY_CHUNK_ELEMENTS = 1 << 21
+# When all the response logits of a forward are at most this many, they are kept for backward
+# instead of recomputed (activation checkpointing only pays off for large vocabularies).
+_UNCHECKPOINTED_ELEMENTS = 1 << 22
 
 
 @dataclass
@@ -71,13 +79,15 @@ def _chunk_stats(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Ten
     # gather its partitioned weight, in forward and in the checkpoint's recomputation
     logits = head(hidden).float() / temperature
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    ent = full_entropy(logits) if want_full else None
-    clamped = clamped_entropy(logits, p) if want_clamped else None
+    rows = max(DEFAULT_CHUNK_ROWS, _ENTROPY_CHUNK_ELEMENTS // max(logits.shape[-1], 1))
+    ent = full_entropy(logits, chunk_rows=rows) if want_full else None
+    clamped = clamped_entropy(logits, p, chunk_rows=rows) if want_clamped else None
     if not measured.get("done"):
         with torch.no_grad():
             detached = logits.detach()
-            measured["entropy"] = ent.detach() if ent is not None else full_entropy(detached)
-            measured["clamped_entropy"] = clamped.detach() if clamped is not None else clamped_entropy(detached, p)
+            measured["entropy"] = ent.detach() if ent is not None else full_entropy(detached, chunk_rows=rows)
+            measured["clamped_entropy"] = (clamped.detach() if clamped is not None
+                                           else clamped_entropy(detached, p, chunk_rows=rows))
         measured["done"] = True
     return logp, ent, clamped
 
@@ -90,12 +100,15 @@ def response_token_stats(
     want_full: bool = True,
     want_clamped: bool = True,
     chunk: int = 1024,
+    min_chunks: int = 0,
 ) -> Dict[str, torch.Tensor]:
     """{"logp", "entropy", "clamped_entropy"}: [B, T] fp32 tensors on the response positions (0 elsewhere).
 
     Entropies are of softmax(logits / temperature), the distribution the rollout sampled from, with
     the clamped one at percentage p. When grad is enabled, logp and the entropies flagged by
     want_full / want_clamped are differentiable; the others are detached measurements.
+    `min_chunks` pads the loop with empty chunks: under DeepSpeed ZeRO-3 every rank must call the
+    LM head as often as the others (each call gathers its weight collectively).
     """
     backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     head = model.get_output_embeddings()
@@ -111,8 +124,11 @@ def response_token_stats(
     flat_targets = batch.responses[valid]
 
     outs = {k: [] for k in ("logp", "entropy", "clamped_entropy")}
-    use_checkpoint = torch.is_grad_enabled()
-    for start in range(0, flat_hidden.shape[0], chunk):
+    vocab = getattr(head, "out_features", None) or head.weight.shape[0]
+    # not under ZeRO-3 lockstep (min_chunks): there every rank must call the head equally often
+    small = min_chunks == 0 and flat_hidden.shape[0] * vocab <= _UNCHECKPOINTED_ELEMENTS
+    use_checkpoint = torch.is_grad_enabled() and not small
+    for start in range(0, max(flat_hidden.shape[0], min_chunks * chunk), chunk):
         measured: dict = {}
         args = (flat_hidden[start:start + chunk], head, flat_targets[start:start + chunk],
                 temperature, p, want_full, want_clamped, measured)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
 from aent_cli.errors import ConfigError
-from aent_cli.sweep.summary import CLAMPED, LENGTH, JobOutcome, best_vs_p, curves, score_key
+from aent_cli.sweep.summary import CLAMPED, LENGTH, JobOutcome, best_key, best_vs_p, curves, score_key
 from aent_cli.tracking import figures
 
 
@@ -38,7 +38,8 @@ def p_figure(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
     panels = _over_steps(outcomes)
     versus_p = best_vs_p(outcomes)
     if versus_p:
-        panels.append(figures.Panel(versus_p, "Best score vs p", "best val/acc", xlabel="p (clamping percentage)"))
+        key = best_key(outcomes)
+        panels.append(figures.Panel(versus_p, "Best score vs p", f"best {key}", xlabel="p (clamping percentage)"))
     return [figures.plot_panels(panels, out_dir / "fig6_clamping_percentage.png",
                                 suptitle="AEnt at different clamping percentages p (GRPO, EntReg for reference)")]
 

@@ -39,7 +39,7 @@ def _quoted(value: str) -> str:
 
 def hydra_overrides(options: LaunchOptions) -> List[str]:
     out = [f"hydra.sweep.dir={_quoted(str(Path(options.sweep_dir).resolve()))}",
-           "hydra.sweep.subdir=${hydra.job.num}", "hydra.job.chdir=False"]
+           "hydra.sweep.subdir=${hydra.job.num}", "hydra.job.chdir=False", "hydra.job.name=aent"]
     if not options.launcher_chosen and options.n_jobs > 1:
         out += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={options.n_jobs}"]
     return out + list(options.hydra_overrides)
@@ -47,13 +47,12 @@ def hydra_overrides(options: LaunchOptions) -> List[str]:
 
 def launch(jobs: Sequence[Sequence[str]], task: Callable, options: LaunchOptions) -> list:
     """Hydra JobReturns, one per job in order (status COMPLETED or FAILED with the exception)."""
+    from hydra import compose
     from hydra._internal.callbacks import Callbacks
     from hydra.core.plugins import Plugins
     from hydra.errors import HydraException
     from hydra.types import HydraContext
     from omegaconf.errors import OmegaConfBaseException
-
-    from hydra import compose
 
     with hydra_session() as loader:
         try:
@@ -65,7 +64,8 @@ def launch(jobs: Sequence[Sequence[str]], task: Callable, options: LaunchOptions
             hint = ""
             if "submitit" in options.launcher_name():
                 hint = " (the Slurm launcher needs: pip install hydra-submitit-launcher)"
-            raise ConfigError(f"cannot set up launcher {options.launcher_name()!r}: {hydra_message(exc)}{hint}") from None
+            name = options.launcher_name()
+            raise ConfigError(f"cannot set up launcher {name!r}: {hydra_message(exc)}{hint}") from None
         return list(launcher.launch([list(job) for job in jobs], initial_job_idx=0))
 
 

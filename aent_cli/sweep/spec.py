@@ -117,7 +117,8 @@ def parse_sweep_file(data, path: Optional[Path], name: str) -> SweepFile:
         if isinstance(entry, dict) and "overrides" in entry:
             if set(entry) - {"overrides", "label"}:
                 raise ConfigError(f"{at}: a job set has `overrides` and an optional `label`")
-            sets.append(JobSet(_override_list(entry["overrides"], at), str(entry["label"]) if entry.get("label") else None))
+            label = str(entry["label"]) if entry.get("label") else None
+            sets.append(JobSet(_override_list(entry["overrides"], at), label))
         else:
             sets.append(JobSet(_override_list(entry, at)))
     return SweepFile(name=name, path=path, params=params, overrides=overrides, job_sets=sets)
@@ -170,7 +171,8 @@ def expand_jobs(sweep: SweepFile, cli: Sequence[str], config_loader=None) -> Lis
     set_keys = {o.get_key_element() for s in sweep.job_sets for o in _parse(parser, s.overrides, sweep.name)}
     into_sets = {o.get_key_element(): o for o in cli_parsed if o.get_key_element() in set_keys}
     grid_items = list(sweep.overrides) + [f"{k}={v}" for k, v in sweep.params.items()]
-    grid_parsed = _parse(parser, grid_items, sweep.name) + [o for o in cli_parsed if o.get_key_element() not in set_keys]
+    cli_rest = [o for o in cli_parsed if o.get_key_element() not in set_keys]
+    grid_parsed = _parse(parser, grid_items, sweep.name) + cli_rest
     grid = _product(grid_parsed)
     fixed_keys = {override_key(x) for x in sweep.overrides}
 
@@ -202,7 +204,8 @@ def varying_keys(jobs: Sequence[Job]) -> List[str]:
     """Keys whose override differs between jobs (or that some jobs lack), in first-seen order."""
     values = _values_by_key(jobs)
     order = list(dict.fromkeys(override_key(x) for job in jobs for x in job.overrides))
-    return [k for k in order if len(values[k]) > 1 or any(k not in {override_key(x) for x in j.overrides} for j in jobs)]
+    keys_per_job = [{override_key(x) for x in job.overrides} for job in jobs]
+    return [k for k in order if len(values[k]) > 1 or any(k not in keys for keys in keys_per_job)]
 
 
 def _label(jobs: List[Job], sets: Sequence[JobSet]) -> None:

@@ -114,23 +114,33 @@ def score_key(outcomes: Sequence[JobOutcome]) -> str:
     return VAL if any(len(o.histories.get(VAL, [])) > 1 for o in outcomes) else TRAIN_ACC
 
 
+def best_key(outcomes: Sequence[JobOutcome]) -> str:
+    """The score a job's best is taken from: val/acc when measured at all, else the training accuracy."""
+    return VAL if any(o.histories.get(VAL) for o in outcomes) else TRAIN_ACC
+
+
 def best_vs_p(outcomes: Sequence[JobOutcome]) -> Dict[str, Points]:
-    """{series: [(p, best val/acc)]} for the clamped-bonus jobs (mean over jobs that share a series and p,
+    """{series: [(p, best score)]} for the clamped-bonus jobs (mean over jobs that share a series and p,
     e.g. seeds), plus each other job's best score as a flat reference line across the p range."""
+    key = best_key(outcomes)
+
+    def best(o: JobOutcome) -> Optional[float]:
+        points = o.histories.get(key)
+        return max(v for _, v in points) if points else None
+
     by_series: Dict[str, Dict[float, List[float]]] = defaultdict(lambda: defaultdict(list))
     for o in outcomes:
-        best, _ = o.best_val()
-        if o.clamped_bonus and o.p is not None and best is not None:
-            series = " ".join(t for t in o.label.split() if not t.startswith("algo.p=")) or o.params.get("algo.name", "AEnt")
-            by_series[series][o.p].append(best)
+        if o.clamped_bonus and o.p is not None and best(o) is not None:
+            series = " ".join(t for t in o.label.split() if not t.startswith("algo.p="))
+            series = series or o.params.get("algo.name", "AEnt")
+            by_series[series][o.p].append(best(o))
     ps = sorted({p for series in by_series.values() for p in series})
     if len(ps) < 2:
         return {}
     out = {name: sorted((p, sum(v) / len(v)) for p, v in points.items()) for name, points in by_series.items()}
     for o in outcomes:
-        best, _ = o.best_val()
-        if not o.clamped_bonus and best is not None:
-            out[o.label] = [(ps[0], best), (ps[-1], best)]
+        if not o.clamped_bonus and best(o) is not None:
+            out[o.label] = [(ps[0], best(o)), (ps[-1], best(o))]
     return out
 
 
@@ -138,7 +148,8 @@ def sweep_figures(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
     files = []
     versus_p = best_vs_p(outcomes)
     if versus_p:
-        files.append(figures.plot_metric_over_steps(versus_p, "Best val/acc vs p", "best val/acc",
+        key = best_key(outcomes)
+        files.append(figures.plot_metric_over_steps(versus_p, f"Best {key} vs p", f"best {key}",
                                                     out_dir / "best_score_vs_p.png", xlabel="p (clamping percentage)"))
     score = score_key(outcomes)
     for key, name, title, ylabel in [(score, "score", f"{score} over steps", score),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import socket
 import traceback
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -17,14 +18,17 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from aent_cli.tracking import store
 
-JOB_TAG, LABEL_TAG, OVERRIDES_TAG, ERROR_TAG = "aent.sweep.job", "aent.sweep.label", "aent.sweep.overrides", "aent.error"
+JOB_TAG, LABEL_TAG, OVERRIDES_TAG = "aent.sweep.job", "aent.sweep.label", "aent.sweep.overrides"
+ERROR_TAG = "aent.error"
+WHERE_TAG = "aent.sweep.process"  # host:pid that ran the job (which worker / cluster node)
 PARENT_TAG = "mlflow.parentRunId"
 _TAG_KEY = re.compile(r"[^/\w.\- :]")  # characters MLflow refuses in a tag key
 
 
 def job_tags(index: int, label: str, overrides: List[str]) -> Dict[str, str]:
     """The job's identity on its child run: index, label, and one `aent.override.<key>` tag per override."""
-    tags = {JOB_TAG: str(index), LABEL_TAG: label[:5000], OVERRIDES_TAG: " ".join(overrides)[:5000]}
+    tags = {JOB_TAG: str(index), LABEL_TAG: label[:5000], OVERRIDES_TAG: " ".join(overrides)[:5000],
+            WHERE_TAG: f"{socket.gethostname()}:{os.getpid()}"}
     for item in overrides:
         key, _, value = item.partition("=")
         tags[f"aent.override.{_TAG_KEY.sub('_', key)}"] = value[:5000]
@@ -48,7 +52,8 @@ def record_failure(client, parent_run_id: str, index: int, label: str, overrides
     child = find_child(client, parent_run_id, index)
     if child is None:
         parent = client.get_run(parent_run_id)
-        tags = {**job_tags(index, label, overrides), PARENT_TAG: parent_run_id, "aent.kind": "train", ERROR_TAG: text[:5000]}
+        tags = {**job_tags(index, label, overrides), PARENT_TAG: parent_run_id, "aent.kind": "train",
+                ERROR_TAG: text[:5000]}
         run_name = f"{parent.info.run_name}-j{index}"
         run_id = client.create_run(parent.info.experiment_id, run_name=run_name, tags=tags).info.run_id
     else:

@@ -1,6 +1,7 @@
 """The MLflow run of one training run: params, buffered per-step metrics, artifacts, status."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -8,13 +9,20 @@ from omegaconf import DictConfig
 
 from aent_cli.tracking import store
 
+# A write is one store round trip (~50 ms on SQLite), as long as a small model's whole step, so
+# metrics are buffered: written every `tracking.log_every` steps, and also as soon as this long has
+# passed since the last write, so slow steps still show up in the UI step by step.
+FLUSH_SECONDS = 10.0
+_BATCH_LIMIT = 1000  # MLflow's cap on metrics per log_batch call
+
 
 class TrainTracker:
     def __init__(self, cfg: DictConfig, run_dir: Path, run_id: Optional[str] = None,
                  parent_run_id: Optional[str] = None, tags: Optional[Dict[str, str]] = None) -> None:
         self.client = store.client(cfg.tracking.uri)
         self.flush_every = max(1, int(cfg.tracking.log_every))
-        self._pending: List[Tuple[Dict[str, float], int]] = []
+        self._pending: List[Tuple[Dict[str, float], int, int]] = []  # (metrics, step, time in ms)
+        self._last_flush = time.monotonic()
         if run_id is not None:  # resume: continue the same run
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
@@ -30,14 +38,20 @@ class TrainTracker:
         self.client.log_artifact(self.run_id, str(Path(run_dir) / "config.yaml"))
 
     def log(self, metrics: Dict[str, float], step: int) -> None:
-        self._pending.append((dict(metrics), step))
-        if len(self._pending) >= self.flush_every:
+        self._pending.append((dict(metrics), step, int(time.time() * 1000)))
+        if len(self._pending) >= self.flush_every or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        for metrics, step in self._pending:
-            store.log_metrics(self.client, self.run_id, metrics, step)
+        """Every pending step's metrics in one round trip (per 1000 metrics), stamped when logged."""
+        from mlflow.entities import Metric
+
+        items = [Metric(key, float(value), stamp, int(step))
+                 for metrics, step, stamp in self._pending for key, value in metrics.items()]
+        for start in range(0, len(items), _BATCH_LIMIT):
+            self.client.log_batch(self.run_id, metrics=items[start:start + _BATCH_LIMIT])
         self._pending.clear()
+        self._last_flush = time.monotonic()
 
     def end(self, status: str) -> None:
         try:

@@ -1,0 +1,175 @@
+"""A lean sampling loop for Llama-family decoders (Qwen2, Llama), used by the `hf` backend.
+
+On a small model most of a `generate` step is Python: module calls, mask building, cache objects,
+logits-processor plumbing. This runs the same computation as the transformers modules (RMSNorm,
+rotary embeddings, grouped-query SDPA, SwiGLU) as plain tensor ops on the model's own parameters,
+over a preallocated KV cache, and samples exactly as `generate` does: temperature, then top-k, then
+top-p on fp32 logits, one `torch.multinomial` over the whole batch per step (finished rows get the
+pad token, as in `generate`), stopping when every row has emitted EOS or `max_new_tokens` are out.
+So a given RNG state draws the same tokens as `generate`, up to float rounding of the logits.
+
+Each distinct prompt is prefilled once and its cache shared by its n samples. Models this does not
+cover (`lean_supported` is False) go through `generate` instead.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+
+_ARCHITECTURES = ("Qwen2ForCausalLM", "LlamaForCausalLM")
+_STATIC_ROPE = (None, "default", "linear", "llama3", "yarn")  # inv_freq fixed at init (not dynamic)
+
+
+def lean_supported(model) -> bool:
+    """True when `model` is a Llama-family decoder this loop reproduces exactly."""
+    cfg = getattr(model, "config", None)
+    if type(model).__name__ not in _ARCHITECTURES or cfg is None:
+        return False
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    layer_types = getattr(cfg, "layer_types", None) or []
+    return (getattr(cfg, "hidden_act", None) == "silu"
+            and rope.get("rope_type") in _STATIC_ROPE
+            and all(t == "full_attention" for t in layer_types)
+            and getattr(cfg, "pretraining_tp", 1) == 1
+            and hasattr(getattr(model, "model", None), "rotary_emb"))
+
+
+def filter_logits(scores: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """fp32 logits -> the scores `generate` samples from (its temperature, top-k and top-p warpers,
+    in its order; removed tokens are -inf)."""
+    if temperature != 1.0:
+        scores = scores / temperature
+    if top_k > 0:
+        kth = torch.topk(scores, min(top_k, scores.shape[-1]))[0][..., -1, None]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False)
+        remove = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+        remove[..., -1:] = False  # keep at least the most likely token
+        scores = scores.masked_fill(remove.scatter(1, order, remove), -float("inf"))
+    return scores
+
+
+def _rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * h.to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class _Cache:
+    """Keys and values of every layer for `rows` sequences of up to `length` positions."""
+
+    def __init__(self, layers: int, rows: int, kv_heads: int, length: int, head_dim: int, like: torch.Tensor):
+        shape = (rows, kv_heads, length, head_dim)
+        self.k = [like.new_zeros(shape) for _ in range(layers)]
+        self.v = [like.new_zeros(shape) for _ in range(layers)]
+
+
+class LeanDecoder:
+    """Forward passes of a supported model, as tensor functions over a `_Cache`."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        cfg = model.config
+        self.layers = model.model.layers
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = self.layers[0].self_attn.head_dim
+        self.scaling = self.layers[0].self_attn.scaling
+        self.head = model.get_output_embeddings()
+
+    def rope_table(self, length: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+        rotary = self.model.model.rotary_emb
+        positions = torch.arange(length, device=device, dtype=torch.float32)
+        freqs = positions[:, None] * rotary.inv_freq.to(device=device, dtype=torch.float32)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        dtype = self.head.weight.dtype
+        return (emb.cos() * rotary.attention_scaling).to(dtype), (emb.sin() * rotary.attention_scaling).to(dtype)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: _Cache, at: int, mask: torch.Tensor,
+                rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Logits of the last position of `ids` [B, S], written into the cache at [at, at + S);
+        `mask` [B, 1, S, at + S] says which cached keys each query sees."""
+        bsz, seq = ids.shape
+        cos, sin = rope[0][positions].unsqueeze(1), rope[1][positions].unsqueeze(1)
+        h = F.embedding(ids, self.model.model.embed_tokens.weight)
+        gqa = self.heads != self.kv_heads
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            x = _rms_norm(h, layer.input_layernorm)
+            q = F.linear(x, attn.q_proj.weight, attn.q_proj.bias).view(bsz, seq, -1, self.head_dim).transpose(1, 2)
+            k = F.linear(x, attn.k_proj.weight, attn.k_proj.bias).view(bsz, seq, -1, self.head_dim).transpose(1, 2)
+            v = F.linear(x, attn.v_proj.weight, attn.v_proj.bias).view(bsz, seq, -1, self.head_dim).transpose(1, 2)
+            cache.k[i][:, :, at:at + seq] = _rotate(k, cos, sin)
+            cache.v[i][:, :, at:at + seq] = v
+            out = F.scaled_dot_product_attention(
+                _rotate(q, cos, sin), cache.k[i][:, :, :at + seq], cache.v[i][:, :, :at + seq], attn_mask=mask,
+                scale=self.scaling, enable_gqa=gqa)
+            h = h + F.linear(out.transpose(1, 2).reshape(bsz, seq, -1), attn.o_proj.weight, attn.o_proj.bias)
+            mlp = layer.mlp
+            x = _rms_norm(h, layer.post_attention_layernorm)
+            gated = F.silu(F.linear(x, mlp.gate_proj.weight, mlp.gate_proj.bias)) * F.linear(
+                x, mlp.up_proj.weight, mlp.up_proj.bias)
+            h = h + F.linear(gated, mlp.down_proj.weight, mlp.down_proj.bias)
+        last = _rms_norm(h[:, -1], self.model.model.norm)
+        return F.linear(last, self.head.weight, self.head.bias).to(torch.float32)
+
+
+@torch.no_grad()
+def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, temperature: float, top_k: int,
+                top_p: float, max_new_tokens: int, eos_id: int, pad_id: int) -> Tuple[List[List[int]], List[bool]]:
+    """`n` samples for each left-padded prompt row of `ids` [P, L]: (generated ids per sample, ending
+    with EOS when finished; finished flags), samples of prompt i at rows i*n .. i*n + n - 1."""
+    prompts, width = ids.shape
+    if max_new_tokens < 1 or prompts == 0:
+        return [[] for _ in range(prompts * n)], [False] * (prompts * n)
+    dec = LeanDecoder(model)
+    rows, total = prompts * n, width + max_new_tokens
+    device = ids.device
+    valid = attention.bool()
+    rope = dec.rope_table(total, device)
+    cache = _Cache(len(dec.layers), prompts, dec.kv_heads, total, dec.head_dim, dec.head.weight)
+
+    # Prefill each distinct prompt once; a pad query also sees itself, so no row of the mask is
+    # empty (an empty row would make NaN keys and values that poison later steps).
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    prefill_mask = (causal & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
+    positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+    logits = dec.forward(ids, positions, cache, 0, prefill_mask.unsqueeze(1), rope)
+    cache.k = [k.repeat_interleave(n, dim=0) for k in cache.k]
+    cache.v = [v.repeat_interleave(n, dim=0) for v in cache.v]
+    logits = logits.repeat_interleave(n, dim=0)
+    sees = torch.ones(rows, 1, 1, total, dtype=torch.bool, device=device)
+    sees[:, 0, 0, :width] = valid.repeat_interleave(n, dim=0)
+    next_pos = positions[:, -1:].repeat_interleave(n, dim=0) + 1
+
+    tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+    steps = 0
+    for t in range(max_new_tokens):
+        if temperature == 0:
+            chosen = logits.argmax(dim=-1)
+        else:
+            scores = filter_logits(logits, temperature, top_k, top_p)
+            chosen = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        chosen = torch.where(unfinished, chosen, pad_id)
+        tokens[:, t] = chosen
+        steps = t + 1
+        unfinished &= chosen != eos_id
+        if t + 1 == max_new_tokens or not bool(unfinished.any()):
+            break
+        logits = dec.forward(chosen.unsqueeze(1), next_pos + t, cache, width + t,
+                             sees[..., :width + t + 1], rope)
+
+    finished = ~unfinished
+    is_eos = tokens[:, :steps] == eos_id
+    lengths = torch.where(finished, is_eos.int().argmax(dim=-1) + 1, steps).tolist()
+    out = tokens[:, :steps].tolist()
+    return [row[:length] for row, length in zip(out, lengths)], finished.tolist()
+
