@@ -73,14 +73,29 @@ def forward_backward(case: str, logits: torch.Tensor, p: float) -> float:
     return elapsed
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def measure_memory(case: str, n: int, vocab: int, p: float) -> dict:
-    """Run in a fresh process: peak-RSS growth during forward + backward, with and without the gradient."""
+    """Run in a fresh process: peak-RSS growth during forward + backward, with and without the gradient.
+
+    The peak is reset after the logits exist (writing 5 to /proc/self/clear_refs), so that building them
+    does not hide it; where that is not allowed, ru_maxrss (the lifetime peak) is the fallback."""
     logits = make_logits(n, vocab)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        baseline, peak_of = _status_kib("VmRSS") * 1024, lambda: _status_kib("VmHWM") * 1024
+    except OSError:
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        peak_of = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731
     forward_backward(case, logits, p)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_of()
     grad_bytes = logits.numel() * logits.element_size()
-    return {"case": case, "n": n, "peak_growth_mib": (peak - baseline) / MIB, "working_mib": (peak - baseline - grad_bytes) / MIB}
+    growth = (peak - baseline) / MIB
+    return {"case": case, "n": n, "peak_growth_mib": growth, "working_mib": growth - grad_bytes / MIB}
 
 
 def timing(args) -> None:
@@ -95,13 +110,14 @@ def timing(args) -> None:
             times[case].append(forward_backward(case, logits, args.p))
     print(f"forward+backward, N={args.n}, V={args.vocab}, p={args.p}, fp32, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} interleaved repeats")
+    listed = lambda values, unit: ", ".join(f"{v:.2f}{unit}" for v in values)  # noqa: E731
     for case in cases:
-        print(f"  {case:16s} {statistics.median(times[case]):8.2f} s   (runs: {', '.join(f'{t:.2f}' for t in times[case])})")
+        print(f"  {case:16s} {statistics.median(times[case]):8.2f} s   (runs: {listed(times[case], ' s')})")
 
     def ratio(a: str, b: str) -> None:
         if a in times and b in times:
             per_repeat = [x / y for x, y in zip(times[a], times[b])]
-            print(f"  {a} / {b}: {statistics.median(per_repeat):.2f}x (per repeat: {', '.join(f'{r:.2f}' for r in per_repeat)})")
+            print(f"  {a} / {b}: {statistics.median(per_repeat):.2f}x (per repeat: {listed(per_repeat, 'x')})")
 
     ratio("clamped_entropy", "full_entropy")
     ratio("straightforward", "clamped_entropy")
@@ -111,11 +127,12 @@ def memory(args) -> None:
     print(f"peak extra memory (fresh process per case; growth of peak RSS during forward+backward), V={args.vocab}")
     for n in [int(v) for v in args.mem_n.split(",")]:
         for case in [c for c in CASES if c in args.cases]:
-            cmd = [sys.executable, __file__, "--child", case, "--n", str(n), "--vocab", str(args.vocab), "--p", str(args.p)]
-            result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-            grad_mib = n * args.vocab * 4 / MIB
-            print(f"  N={n:5d} {case:16s} peak growth {result['peak_growth_mib']:8.0f} MiB = gradient {grad_mib:6.0f} MiB"
-                  f" + working {result['working_mib']:7.0f} MiB")
+            cmd = [sys.executable, __file__, "--child", case, "--n", str(n), "--vocab", str(args.vocab),
+                   "--p", str(args.p), "--threads", str(torch.get_num_threads())]
+            child = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            print(f"  N={n:5d} {case:16s} peak growth {result['peak_growth_mib']:8.0f} MiB"
+                  f" = gradient {n * args.vocab * 4 / MIB:6.0f} MiB + working {result['working_mib']:7.0f} MiB")
 
 
 def main() -> None:
@@ -125,10 +142,14 @@ def main() -> None:
     parser.add_argument("--p", type=float, default=0.33, help="clamping percentage")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
-    parser.add_argument("--mem-n", default="1024,4096", help="N values for the memory figures ('' to skip)")
+    parser.add_argument("--mem-n", default="1024,2048",
+                        help="N values for the memory figures ('' to skip); straightforward needs ~3.5 GB per 1024")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(measure_memory(args.child, args.n, args.vocab, args.p)))
         return

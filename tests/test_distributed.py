@@ -110,18 +110,21 @@ def test_zero3_run_checkpoints_and_resumes_across_two_ranks(tmp_path, tiny_cache
               "trainer.run_name=ds", "trainer.steps=3", "trainer.batch_size=4", "trainer.mini_batch_size=4",
               "trainer.micro_batch_size=6", "rollout.n=4", "trainer.val_every=3", "data.val_size=6",
               "trainer.backend=deepspeed", "trainer.zero_stage=3", "model.logit_chunk=7",
-              "algo.coef.lr=0.5", "algo.coef.max=1.0", "algo.h_low=5", "algo.h_high=6"]
-    first = _torchrun(["train", *common, "trainer.stop_after=2"], tmp_path)
-    second = _torchrun(["train", *common, f"trainer.resume={tmp_path}/runs/ds"], tmp_path)
-    for a, b in zip(first[0]["history"] + second[0]["history"], first[1]["history"] + second[1]["history"]):
+              "algo.coef.init=0.002", "algo.coef.min=0", "algo.coef.max=1.0", "algo.coef.lr=0.5",
+              "algo.coef.start_step=0", "algo.h_low=5", "algo.h_high=6"]
+    ranks = _torchrun(["train", f"{tmp_path}/runs/ds", *common], tmp_path)  # stop after step 2, resume
+    histories = [r["first"]["history"] + r["resumed"]["history"] for r in ranks]
+    for a, b in zip(*histories):
         for key, value in a.items():  # metrics are global: both ranks hold the same numbers
             if not key.startswith(("perf/", "timing/")):
                 assert b[key] == pytest.approx(value, rel=1e-6), key
-    steps = [h["step"] for h in first[0]["history"] + second[0]["history"]]
-    assert steps == [1, 2, 3]
-    lams = [h["actor/entropy_coef"] for h in first[0]["history"] + second[0]["history"]]
+    assert [h["step"] for h in histories[0]] == [1, 2, 3]
+    lams = [h["actor/entropy_coef"] for h in histories[0]]  # H~ < h_low: lambda rises every step
     assert lams[0] == pytest.approx(0.002) and lams[1] > lams[0] and lams[2] > lams[1]
-    assert first[0]["run_id"] == first[1]["run_id"] == second[0]["run_id"]
+    for prev, h in zip(histories[0], histories[0][1:]):
+        assert h["actor/entropy_coef"] == pytest.approx(prev["actor/entropy_coef"]
+                                                         + 0.5 * (5 - prev["actor/clamped_entropy"]))
+    assert len({r[part]["run_id"] for r in ranks for part in ("first", "resumed")}) == 1
 
     run_dir = tmp_path / "runs" / "ds"
     assert sorted(p.name for p in (run_dir / "checkpoints" / "zero").iterdir()) == ["step_000002", "step_000003"]
@@ -200,7 +203,7 @@ def _update_worker(out: Path, names, env) -> dict:
 
     ref_model = copy.deepcopy(base)
     full, full_adv = _batch(prompts, responses, rewards, range(QUERIES), tokenizer, cfg.algo)
-    ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=1e-3)
+    ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=1e-3, eps=1e-4)
     results["reference"] = _two_steps(ref_model, TorchBackend(ref_model, ref_opt, LOCAL), full, full_adv, cfg.algo,
                                       LOCAL)
     reference = {k: v.detach().clone() for k, v in ref_model.state_dict().items()}
@@ -208,7 +211,7 @@ def _update_worker(out: Path, names, env) -> dict:
     local, local_adv = _batch(prompts, responses, rewards, shard(list(range(QUERIES)), env), tokenizer, cfg.algo)
     for name in names:
         model = copy.deepcopy(base)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-4)
         if name == "torch":
             backend = TorchBackend(model, optimizer, env)
         else:
@@ -233,13 +236,18 @@ def contextlib_null():
     return contextlib.nullcontext()
 
 
-def _train_worker(out: Path, overrides, env) -> dict:
+def _train_worker(out: Path, args, env) -> dict:
+    """Train with trainer.stop_after=2, then resume the same run dir to the end, in one launch."""
     from aent_cli.config import compose_config, validate
     from aent_cli.engine.setup import RunContext
     from aent_cli.engine.trainer import run_training
 
-    result = run_training(validate(compose_config(list(overrides))), RunContext(quiet=True))
-    return {"history": result.history, "run_id": result.run_id}
+    run_dir, overrides = args[0], list(args[1:])
+    out = {}
+    for part, extra in (("first", ["trainer.stop_after=2"]), ("resumed", [f"trainer.resume={run_dir}"])):
+        result = run_training(validate(compose_config(overrides + extra)), RunContext(quiet=True))
+        out[part] = {"history": result.history, "run_id": result.run_id}
+    return out
 
 
 def _worker(argv) -> None:

@@ -238,3 +238,18 @@ def test_separator_rows_need_no_ranking():
     fast, exact, stats = select_both(x, drop)
     assert torch.equal(fast, exact) and torch.equal(fast, x > 0)
     assert stats["separator"] == 4
+
+
+def test_accelerator_path_matches_on_cpu(monkeypatch):
+    """GPUs take kthvalue and batched masks instead (no host round trips); run that path here too."""
+    x = logits(5, LARGE_V, seed=9).requires_grad_(True)
+    fast = clamped_entropy(x, 0.33)
+    fast.sum().backward()
+    fast_grad = x.grad.clone()
+    monkeypatch.setattr(ent, "_on_cpu", lambda t: False)
+    x.grad = None
+    batched = clamped_entropy(x, 0.33)
+    batched.sum().backward()
+    torch.testing.assert_close(batched, fast, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad, fast_grad, rtol=1e-5, atol=1e-10)
+    assert torch.equal(x.grad == 0, fast_grad == 0)

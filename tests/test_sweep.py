@@ -172,6 +172,27 @@ def test_every_job_is_validated_before_anything_runs(bare_cwd):
     assert not (bare_cwd / "mlflow.db").exists()  # failed before the store was touched
 
 
+def test_a_broken_launcher_is_recorded_and_reported(cwd, monkeypatch):
+    # Hydra composes each job again in the worker: a conf/ file edited into a broken state mid-sweep
+    # raises from the launcher itself, not from a job.
+    import aent_cli.sweep.runner as sweep_runner
+
+    def broken(jobs, task, options):
+        raise RuntimeError("In 'data/arithmetic': key not in DataConfig")
+
+    monkeypatch.setattr(sweep_runner, "launch", broken)
+    result = runner.invoke(app, ["sweep", "algo=aent", "algo.p=0.2,0.5"])
+    assert result.exit_code == 1
+    assert "the launcher stopped the sweep: RuntimeError: In 'data/arithmetic'" in result.output
+    assert "2 of 2 sweep job(s) did not finish" in result.output
+    client = _client(cwd)
+    (parent,) = _sweep_parents(client)
+    assert parent.info.status == "FAILED" and parent.data.tags["aent.error"].startswith("RuntimeError")
+    assert _children(client, parent.info.run_id) == {}
+    rows = _summary_rows(client, parent.info.run_id, cwd)
+    assert [r["status"] for r in rows] == ["NOT RUN", "NOT RUN"]
+
+
 def test_local_store_uri_made_absolute(bare_cwd):
     assert absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{bare_cwd.resolve()}/mlflow.db"
     assert absolute_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
@@ -182,7 +203,7 @@ def test_local_store_uri_made_absolute(bare_cwd):
 
 
 def test_two_job_sweep_records_parent_children_and_summary(workdir):
-    result = runner.invoke(app, ["sweep", "algo=aent", "algo.p=0.2,0.5", *TINY, "trainer.val_every=1"])
+    result = runner.invoke(app, ["sweep", "algo=aent", "algo.p=0.2,0.5", *TINY, "trainer.val_every=2"])
     assert result.exit_code == 0, result.output
     client = _client(workdir)
     (parent,) = _sweep_parents(client)
@@ -198,7 +219,7 @@ def test_two_job_sweep_records_parent_children_and_summary(workdir):
         assert child.data.tags["aent.sweep.overrides"].startswith(f"algo=aent algo.p={p} trainer.steps=2")
         clamped = _history(client, child.info.run_id, "actor/clamped_entropy")
         val = _history(client, child.info.run_id, "val/acc")
-        assert [s for s, _ in clamped] == [1, 2] and [s for s, _ in val] == [0, 1, 2]
+        assert [s for s, _ in clamped] == [1, 2] and [s for s, _ in val] == [0, 2]
         # The summary row is the child's own history: final and best val, final H~ and lambda.
         row = rows[index]
         assert float(row["clamped"]) == clamped[-1][1]

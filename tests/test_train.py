@@ -101,12 +101,18 @@ def test_run_logs_metrics_and_follows_the_lambda_rule(small_run):
     assert result.final_model_dir.joinpath("model.safetensors").is_file()
 
 
-def test_reward_rises_on_a_short_seeded_run(small_run):
-    overrides = small_run + ["trainer.steps=16", "trainer.batch_size=8", "trainer.mini_batch_size=8",
-                             "rollout.n=8", "trainer.lr=1e-3", "algo=grpo"]
+def test_reward_rises_on_a_short_seeded_run(small_run, tmp_path):
+    """GRPO on a fixed batch of sums the warm-started model gets ~60% right: reward must climb."""
+    from aent_cli.data.arithmetic import arithmetic_problems
+
+    data = tmp_path / "sums.jsonl"
+    sums = arithmetic_problems(8, 0, "train", hard_share=0.0)
+    data.write_text("".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in sums))
+    overrides = small_run + [f"data.train={data}", "data.shuffle=false", "trainer.steps=12", "trainer.batch_size=8",
+                             "trainer.mini_batch_size=8", "rollout.n=8", "algo=grpo"]
     result = _train(overrides)
     rewards = [h["reward/mean"] for h in result.history]
-    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
+    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert last > first + 0.05, rewards
 
 

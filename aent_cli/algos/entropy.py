@@ -11,8 +11,10 @@ stays fp64 so gradcheck can run), process `chunk_rows` rows at a time and save n
 for backward beyond the input itself: backward recomputes each chunk's probabilities from the logits
 and a few numbers per row. Logits are assumed finite.
 
-The kept set is found exactly, as torch.kthvalue would, without sorting or selecting over the
-vocabulary (either costs several full entropy passes): see _kept_threshold.
+On CPU the kept set is found exactly, as torch.kthvalue would, without sorting or selecting over the
+vocabulary (either costs several full entropy passes): see _kept_threshold. On accelerators, whose
+selection kernels are fast, it is torch.kthvalue itself, with larger chunks.
+Speed and memory: benchmarks/bench_entropy.py.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import torch
 
 from aent_cli.algos.registry import ENTROPY_BONUSES, register
 
-DEFAULT_CHUNK_ROWS = 16  # the chunk's few [rows, V] fp32 buffers (10 MB each at V=152k) stay in cache
+DEFAULT_CHUNK_ROWS = 8  # CPU: the chunk's few [rows, V] fp32 buffers (5 MB each at V=152k) stay in cache
+_ACCELERATOR_CHUNK_ELEMENTS = 1 << 26  # GPU: ~256 MB fp32 per buffer, enough rows to fill the device
 
 _SAMPLE = 1024  # sampled logits per row that place the first bracket
 _BRACKET_SIGMAS = 3.0  # bracket half-width, in standard errors of the sample quantile's rank
@@ -55,6 +58,11 @@ def _below(v: torch.Tensor) -> torch.Tensor:
 
 def _above(v: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(v, v.new_full((), math.inf))
+
+
+def _on_cpu(x: torch.Tensor) -> bool:
+    """The CPU gets the sampled selection and per-row masking; accelerators get batched kernels."""
+    return x.device.type == "cpu"
 
 
 def _sample_positions(vocab: int, device: torch.device) -> torch.Tensor:
@@ -138,7 +146,7 @@ def _kept_threshold(
     costs microseconds instead of many small torch calls.
     """
     rows, vocab = x.shape
-    if vocab < _EXACT_BELOW:
+    if vocab < _EXACT_BELOW or not _on_cpu(x):  # an accelerator's selection kernels are fast
         return _exact_threshold(x, drop)
     sample = x.index_select(1, _sample_positions(vocab, x.device))
     q = (drop + 0.5) / vocab
@@ -190,7 +198,7 @@ def _kept_threshold(
             bank[:2, r] = _count_below(x[r : r + 1], ends, scratch[:2, r : r + 1])[1][:, 0]
         slot_a, slot_b = np.where(stale, 0, slot_a), np.where(stale, 1, slot_b)
         idx = np.flatnonzero(gather)
-        thr[idx], cut[idx] = _rank_in_band(x, bank, drop, idx, a, b, slot_a[idx], slot_b[idx], ca[idx])
+        thr[idx], cut[idx] = _rank_in_band(x, bank, drop, idx, a, b, slot_a[idx], slot_b[idx], ca[idx], band[idx])
     if fallback.any():
         idx = torch.from_numpy(np.flatnonzero(fallback)).to(x.device)
         thr[idx], cut[idx] = _exact_threshold(x[idx], drop)
@@ -201,7 +209,7 @@ def _kept_threshold(
     return thr, cut
 
 
-def _rank_in_band(x, bank, drop: int, idx: np.ndarray, a, b, slot_a, slot_b, ca):
+def _rank_in_band(x, bank, drop: int, idx: np.ndarray, a, b, slot_a, slot_b, ca, band):
     """Exact (thr, cut) for rows idx whose threshold is the (drop - ca)-th smallest of their tokens
     in [a, b): the blocks holding such tokens are found from the block counts `bank`, gathered from x,
     and the few members are ranked per row in NumPy (a sort over a few hundred values per row)."""
@@ -219,6 +227,8 @@ def _rank_in_band(x, bank, drop: int, idx: np.ndarray, a, b, slot_a, slot_b, ca)
     owner = hit_row[member // _BLOCK]
     positions = hit_block[member // _BLOCK] * _BLOCK + member % _BLOCK
     n = np.bincount(owner, minlength=len(idx))
+    if not np.array_equal(n, band):  # the gathered members must be exactly the counted ones
+        raise RuntimeError("clamped_entropy: band members do not match their counts")
     start = np.cumsum(n) - n
     ordered = values[np.lexsort((values, owner))]  # by row, then by value
     below = ca.astype(np.int64)
@@ -240,7 +250,7 @@ def _rank_in_band(x, bank, drop: int, idx: np.ndarray, a, b, slot_a, slot_b, ca)
 def _masked_into(x: torch.Tensor, thr: torch.Tensor, cut: torch.Tensor, fill: torch.Tensor, out: torch.Tensor):
     """out = x on kept tokens and fill[row] on dropped ones (one pass, no mask tensor)."""
     rows, vocab = x.shape
-    if vocab < _EXACT_BELOW:  # small rows: one batched op beats a Python loop over rows
+    if vocab < _EXACT_BELOW or not _on_cpu(x):  # one batched op beats a loop over rows here
         t = thr.unsqueeze(1)
         keep = (x > t) | ((x == t) & (torch.arange(vocab, device=x.device) < cut.unsqueeze(1)))
         return torch.where(keep, x, fill.unsqueeze(1).to(x.dtype), out=out)
@@ -279,7 +289,7 @@ def _sampled_min(x: torch.Tensor) -> torch.Tensor:
 
 
 def _exp_(args: torch.Tensor, lowest: torch.Tensor) -> torch.Tensor:
-    if bool((lowest < _EXP_FLOOR).any()):
+    if _on_cpu(args) and bool((lowest < _EXP_FLOOR).any()):  # a CPU-only slow path
         args.clamp_(min=_EXP_FLOOR)
     return args.exp_()
 
@@ -354,9 +364,12 @@ class _Entropy(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-def _apply(logits, drop_of_vocab, temperature: float, chunk_rows: int, stats=None) -> torch.Tensor:
+def _apply(logits, drop_of_vocab, temperature: float, chunk_rows: Optional[int], stats=None) -> torch.Tensor:
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0")
+    if chunk_rows is None:
+        cpu = logits.device.type == "cpu"
+        chunk_rows = DEFAULT_CHUNK_ROWS if cpu else max(1, _ACCELERATOR_CHUNK_ELEMENTS // max(logits.shape[-1], 1))
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows={chunk_rows} must be >= 1")
     lead, vocab = logits.shape[:-1], logits.shape[-1]
@@ -371,13 +384,15 @@ def _apply(logits, drop_of_vocab, temperature: float, chunk_rows: int, stats=Non
     return _Entropy.apply(rows, drop, float(temperature), int(chunk_rows), stats).reshape(lead)
 
 
-def full_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) over the whole vocabulary, per position (fp32)."""
+def full_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_rows: Optional[int] = None) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature) over the whole vocabulary, per position (fp32).
+    `chunk_rows` rows are processed at a time (default: DEFAULT_CHUNK_ROWS on CPU, ~256 MB worth on an
+    accelerator); results do not depend on it."""
     return _apply(logits, lambda vocab: 0, temperature, chunk_rows)
 
 
 def clamped_entropy(
-    logits: torch.Tensor, p: float, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    logits: torch.Tensor, p: float, temperature: float = 1.0, chunk_rows: Optional[int] = None
 ) -> torch.Tensor:
     """Entropy of the softmax re-normalised over all but the floor(p * V) lowest logits, per position."""
     return _apply(logits, lambda vocab: num_dropped(vocab, p), temperature, chunk_rows)

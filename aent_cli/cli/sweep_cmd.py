@@ -76,9 +76,12 @@ def execute(plan, jobs: int, dry_run: bool) -> None:
         err.print(f"wrote {path}", highlight=False)
     err.print(f"parent run {result.parent_run_id}: {len(result.outcomes)} job(s), status {result.status}",
               highlight=False)
+    if result.launch_error:
+        typer.echo(f"error: the launcher stopped the sweep: {result.launch_error}", err=True)
     if result.failed:
         names = "; ".join(f"#{o.job.index} {o.label} ({o.status}{': ' + o.error if o.error else ''})"
                           for o in result.failed)
         typer.echo(f"error: {len(result.failed)} of {len(result.outcomes)} sweep job(s) did not finish: {names}",
                    err=True)
+    if result.failed or result.launch_error:
         raise typer.Exit(code=1)

@@ -77,6 +77,9 @@ class DataConfig:
     answer_field: str = "answer"
     val_size: int = 64  # held-out problems for val/acc (first N of the val set)
     arithmetic_train_size: int = 4096
+    # Share of a + b * c problems in the embedded RL train split (the held-out split keeps the task's
+    # 0.6): the warm-started model is ~1% right on them, and all-wrong groups carry no GRPO signal.
+    arithmetic_hard_share: float = 0.3
     shuffle: bool = True
 
 
@@ -114,7 +117,7 @@ class TrainerConfig:
     mini_batch_size: int = 8  # queries per optimiser step
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation below it)
     ppo_epochs: int = 1  # mini-epochs over the batch
-    lr: float = 2e-4
+    lr: float = 1e-4
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0

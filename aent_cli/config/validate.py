@@ -117,6 +117,8 @@ def validate(cfg: DictConfig) -> DictConfig:
         _fail("reward.workers", cfg.reward.workers, ">= 0")
     if cfg.model.logit_chunk < 1:
         _fail("model.logit_chunk", cfg.model.logit_chunk, ">= 1")
+    if not 0.0 <= cfg.data.arithmetic_hard_share <= 1.0:
+        _fail("data.arithmetic_hard_share", cfg.data.arithmetic_hard_share, "0 <= share <= 1")
     if cfg.data.val_size < 0:
         _fail("data.val_size", cfg.data.val_size, ">= 0")
 

@@ -74,6 +74,7 @@ class DeepSpeedBackend:
                  device: torch.device) -> None:
         self._ds = import_deepspeed(device)
         self.env, self.stage = env, int(trainer_cfg.zero_stage)
+        os.environ.setdefault("LOCAL_RANK", str(env.local_rank))  # DeepSpeed asserts it; plain runs lack it
         self._ds.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
                                   auto_mpi_discovery=False, verbose=False)
         config = deepspeed_config(trainer_cfg, device)
@@ -82,13 +83,6 @@ class DeepSpeedBackend:
             model=model, optimizer=client, config=config, dist_init_required=False,
             model_parameters=[p for p in model.parameters() if p.requires_grad] if client is None else None)
         self.model = self.engine.module
-        self._reset_hook = None
-        if self.stage == 3:
-            # DeepSpeed resets its prefetch trace when the root module's forward starts; the trainer
-            # enters at the decoder, so the reset is hooked there.
-            coordinator = self._offload().get_param_coordinator()
-            decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-            self._reset_hook = decoder.register_forward_pre_hook(lambda *_: coordinator.reset_step(), prepend=True)
 
     def _offload(self):
         opt = self.engine.optimizer
@@ -112,11 +106,21 @@ class DeepSpeedBackend:
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float(manual or 0.0)
 
-    def lockstep_chunks(self, n_tokens: int, chunk: int) -> int:
-        """ZeRO-3 gathers the LM head's weight at each chunk: all ranks must run as many chunks."""
-        if self.stage != 3 or not self.env.active:
+    def prepare_forward(self, n_tokens: int, chunk: int) -> int:
+        """What engine.forward() does first, for the trainer's forwards that enter the module
+        below its root: start a new micro-step for ZeRO's gradient accumulation (without it ZeRO-3
+        overwrites instead of adding micro-batch gradients) and, under ZeRO-3, reset the
+        parameter-prefetch trace. Returns the LM-head chunks every rank must run: ZeRO-3 gathers
+        the head's weight at each chunk, so all ranks run as many; never 0 under ZeRO-3, which
+        also keeps response_token_stats on its module-call path (the shared-prefix path reads
+        weights directly, and they are partitioned here)."""
+        clear = getattr(self.engine.optimizer, "clear_backward_seen_flag", None)
+        if callable(clear):
+            clear()
+        if self.stage != 3:
             return 0
-        return all_reduce_max(chunk_count(n_tokens, chunk), self.env)
+        self._offload().get_param_coordinator().reset_step()
+        return max(1, all_reduce_max(chunk_count(n_tokens, chunk), self.env))
 
     def _gathered(self):
         if self.stage != 3:
@@ -194,8 +198,6 @@ class DeepSpeedBackend:
         barrier(self.env)
 
     def close(self) -> None:
-        if self._reset_hook is not None:
-            self._reset_hook.remove()
         destroy = getattr(self.engine, "destroy", None)
         if callable(destroy):
             destroy()

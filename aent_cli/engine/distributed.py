@@ -255,7 +255,9 @@ class TorchBackend:
         self.optimizer.step()
         return float(norm)
 
-    def lockstep_chunks(self, n_tokens: int, chunk: int) -> int:
+    def prepare_forward(self, n_tokens: int, chunk: int) -> int:
+        """Called before each forward of the trained model; the least number of LM-head chunks
+        it must run (0: as many as its tokens need)."""
         return 0  # no collectives inside a forward
 
     def generation_context(self):
@@ -280,8 +282,9 @@ class TorchBackend:
 
     def save_model(self, directory: Path, tokenizer) -> None:
         if self.env.is_main:
-            self.model.save_pretrained(directory, safe_serialization=True)
-            tokenizer.save_pretrained(directory)
+            from aent_cli.models.loading import save_model_dir
+
+            save_model_dir(self.model, tokenizer, directory)  # save_pretrained would import DeepSpeed (~15 s)
         barrier(self.env)
 
     def close(self) -> None:
@@ -290,7 +293,7 @@ class TorchBackend:
 
 def as_backend(model, optimizer_or_backend, env: DistEnv = LOCAL):
     """Callers may pass a torch optimiser (one process) or a ready backend."""
-    if hasattr(optimizer_or_backend, "lockstep_chunks"):
+    if hasattr(optimizer_or_backend, "prepare_forward"):
         return optimizer_or_backend
     return TorchBackend(model, optimizer_or_backend, env)
 

@@ -42,7 +42,8 @@ def load_split(cfg: DictConfig, which: str) -> List[Problem]:
     spec = data.train if which == "train" else data.val
     if spec == "arithmetic":
         if which == "train":
-            return arithmetic_problems(data.arithmetic_train_size, cfg.trainer.seed, "train")
+            return arithmetic_problems(data.arithmetic_train_size, cfg.trainer.seed, "train",
+                                       hard_share=data.arithmetic_hard_share)
         return arithmetic_problems(data.val_size, 0, "test")
     split = data.train_split if which == "train" else data.val_split
     problems = load_problems(str(spec), split=split, problem_field=data.problem_field,

@@ -19,6 +19,9 @@ def _needs(algo) -> Dict[str, bool]:
     }
 
 
+_DENOMINATED = ("pg_loss", "entropy_bonus")  # compute_loss stats aggregated with `denom`
+
+
 def _denominator(algo, mask: torch.Tensor) -> float:
     return float(mask.sum()) if algo.loss_agg == "token_mean" else float(mask.shape[0])
 
@@ -27,12 +30,12 @@ def _denominator(algo, mask: torch.Tensor) -> float:
 def measure(model, batch: SequenceBatch, temperature: float, p: float, chunk: int, micro: int,
             backend=None) -> Dict[str, torch.Tensor]:
     """Log-probs and both entropies of the sampling policy on the sampled positions (no grad).
-    `backend`: the training backend when `model` is the one it trains (ZeRO-3 needs lockstep chunks)."""
+    `backend`: the training backend when `model` is the one it trains (told of each forward)."""
     parts = defaultdict(list)
     for start in range(0, batch.input_ids.shape[0], micro):
         sub = batch.rows(slice(start, start + micro))
-        lockstep = backend.lockstep_chunks(int(sub.response_mask.sum()), chunk) if backend is not None else 0
-        stats = response_token_stats(model, sub, temperature, p, chunk=chunk, min_chunks=lockstep)
+        min_chunks = backend.prepare_forward(int(sub.response_mask.sum()), chunk) if backend is not None else 0
+        stats = response_token_stats(model, sub, temperature, p, chunk=chunk, min_chunks=min_chunks)
         width = batch.responses.shape[1]
         for key, value in stats.items():
             parts[key].append(torch.nn.functional.pad(value, (0, width - value.shape[1])))
@@ -88,8 +91,8 @@ def optimise(
                 rows = mb_rows[mc_start:mc_start + micro_batch_size]
                 sub = batch.rows(rows)
                 width = sub.responses.shape[1]
-                lockstep = backend.lockstep_chunks(int(sub.response_mask.sum()), chunk)
-                stats = response_token_stats(model, sub, temperature, algo.p, chunk=chunk, min_chunks=lockstep,
+                min_chunks = backend.prepare_forward(int(sub.response_mask.sum()), chunk)
+                stats = response_token_stats(model, sub, temperature, algo.p, chunk=chunk, min_chunks=min_chunks,
                                              **needs)
                 logp = stats["logp"]
                 old_logp = logp.detach() if single_pass else old["logp"][rows, :width]
@@ -104,7 +107,9 @@ def optimise(
                 backend.backward(loss, last_micro=mc_start + micro_batch_size >= len(mb_rows))
                 share = len(rows) / len(mb_rows)
                 for key, value in loss_stats.items():
-                    step_stats[key] += float(value) * share
+                    # loss terms already carry the mini-batch denominator: they add up; the other
+                    # stats are micro-batch means, weighted by the micro-batch's share
+                    step_stats[key] += float(value) * (1.0 if key in _DENOMINATED else share)
                 if single_pass:
                     full_width = batch.responses.shape[1]
                     for key in ("logp", "entropy", "clamped_entropy"):

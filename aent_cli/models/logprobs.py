@@ -11,6 +11,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from aent_cli.algos.entropy import DEFAULT_CHUNK_ROWS, clamped_entropy, full_entropy
+from aent_cli.models.llama_family import shared_prefix_hidden
 
 # Entropy passes take rows in chunks of about this many logits (the entropy module's default of 16
 # rows is sized for ~150k-token vocabularies; a small vocabulary would pay its per-chunk overhead
@@ -109,18 +110,21 @@ def response_token_stats(
     want_full / want_clamped are differentiable; the others are detached measurements.
     `min_chunks` pads the loop with empty chunks: under DeepSpeed ZeRO-3 every rank must call the
     LM head as often as the others (each call gathers its weight collectively).
+    Llama-family models compute each distinct prompt once (`llama_family.shared_prefix_hidden`).
     """
-    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     head = model.get_output_embeddings()
-    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                      position_ids=positions, use_cache=False).last_hidden_state
     bsz, t_width = batch.responses.shape
-    # hidden state that predicts response token j sits at position start + j - 1
-    gather_at = (batch.response_start.unsqueeze(1) - 1 + torch.arange(t_width, device=hidden.device)).clamp(
-        max=hidden.shape[1] - 1)
     valid = batch.response_mask.bool()
-    flat_hidden = hidden.gather(1, gather_at.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))[valid]
+    flat_hidden = shared_prefix_hidden(model, batch) if min_chunks == 0 else None
+    if flat_hidden is None:
+        backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+        positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                          position_ids=positions, use_cache=False).last_hidden_state
+        # hidden state that predicts response token j sits at position start + j - 1
+        gather_at = (batch.response_start.unsqueeze(1) - 1 + torch.arange(t_width, device=hidden.device)).clamp(
+            max=hidden.shape[1] - 1)
+        flat_hidden = hidden.gather(1, gather_at.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))[valid]
     flat_targets = batch.responses[valid]
 
     outs = {k: [] for k in ("logp", "entropy", "clamped_entropy")}
@@ -139,7 +143,7 @@ def response_token_stats(
 
     stats = {}
     for key, parts in outs.items():
-        dense = hidden.new_zeros((bsz, t_width), dtype=torch.float32)
+        dense = flat_hidden.new_zeros((bsz, t_width), dtype=torch.float32)
         if parts:
             dense = dense.masked_scatter(valid, torch.cat(parts))
         stats[key] = dense

@@ -8,8 +8,10 @@ top-p on fp32 logits, one `torch.multinomial` over the whole batch per step (fin
 pad token, as in `generate`), stopping when every row has emitted EOS or `max_new_tokens` are out.
 So a given RNG state draws the same tokens as `generate`, up to float rounding of the logits.
 
-Each distinct prompt is prefilled once and its cache shared by its n samples. Models this does not
-cover (`lean_supported` is False) go through `generate` instead.
+Each distinct prompt is prefilled once and its cache shared by its n samples, and finished rows
+leave the cache: later steps compute only the rows still generating (their slots in the sampling
+batch get placeholder logits, so the random draws of the others are unchanged). Models this does
+not cover (`lean_supported` is False) go through `generate` instead.
 """
 from __future__ import annotations
 
@@ -18,22 +20,9 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 
-_ARCHITECTURES = ("Qwen2ForCausalLM", "LlamaForCausalLM")
-_STATIC_ROPE = (None, "default", "linear", "llama3", "yarn")  # inv_freq fixed at init (not dynamic)
+from aent_cli.models.llama_family import lean_supported, mlp, qkv, rms_norm, rope_table, rotate
 
-
-def lean_supported(model) -> bool:
-    """True when `model` is a Llama-family decoder this loop reproduces exactly."""
-    cfg = getattr(model, "config", None)
-    if type(model).__name__ not in _ARCHITECTURES or cfg is None:
-        return False
-    rope = getattr(cfg, "rope_parameters", None) or {}
-    layer_types = getattr(cfg, "layer_types", None) or []
-    return (getattr(cfg, "hidden_act", None) == "silu"
-            and rope.get("rope_type") in _STATIC_ROPE
-            and all(t == "full_attention" for t in layer_types)
-            and getattr(cfg, "pretraining_tp", 1) == 1
-            and hasattr(getattr(model, "model", None), "rotary_emb"))
+__all__ = ["LeanDecoder", "filter_logits", "lean_sample", "lean_supported"]
 
 
 def filter_logits(scores: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
@@ -52,17 +41,6 @@ def filter_logits(scores: torch.Tensor, temperature: float, top_k: int, top_p: f
     return scores
 
 
-def _rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
-    h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * h.to(x.dtype)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
-
-
 class _Cache:
     """Keys and values of every layer for `rows` sequences of up to `length` positions."""
 
@@ -71,9 +49,13 @@ class _Cache:
         self.k = [like.new_zeros(shape) for _ in range(layers)]
         self.v = [like.new_zeros(shape) for _ in range(layers)]
 
+    def keep(self, rows: torch.Tensor) -> None:
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+
 
 class LeanDecoder:
-    """Forward passes of a supported model, as tensor functions over a `_Cache`."""
+    """Forward passes of a supported model over a `_Cache`."""
 
     def __init__(self, model) -> None:
         self.model = model
@@ -81,43 +63,30 @@ class LeanDecoder:
         self.layers = model.model.layers
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = self.layers[0].self_attn.head_dim
-        self.scaling = self.layers[0].self_attn.scaling
         self.head = model.get_output_embeddings()
 
     def rope_table(self, length: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
-        rotary = self.model.model.rotary_emb
-        positions = torch.arange(length, device=device, dtype=torch.float32)
-        freqs = positions[:, None] * rotary.inv_freq.to(device=device, dtype=torch.float32)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        dtype = self.head.weight.dtype
-        return (emb.cos() * rotary.attention_scaling).to(dtype), (emb.sin() * rotary.attention_scaling).to(dtype)
+        return rope_table(self.model, length, device)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: _Cache, at: int, mask: torch.Tensor,
                 rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Logits of the last position of `ids` [B, S], written into the cache at [at, at + S);
+        """fp32 logits of the last position of `ids` [B, S], written into the cache at [at, at + S);
         `mask` [B, 1, S, at + S] says which cached keys each query sees."""
-        bsz, seq = ids.shape
-        cos, sin = rope[0][positions].unsqueeze(1), rope[1][positions].unsqueeze(1)
+        cos, sin = rope[0][positions].unsqueeze(2), rope[1][positions].unsqueeze(2)  # [B, S, 1, head_dim]
         h = F.embedding(ids, self.model.model.embed_tokens.weight)
         gqa = self.heads != self.kv_heads
+        end = at + ids.shape[1]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            x = _rms_norm(h, layer.input_layernorm)
-            q = F.linear(x, attn.q_proj.weight, attn.q_proj.bias).view(bsz, seq, -1, self.head_dim).transpose(1, 2)
-            k = F.linear(x, attn.k_proj.weight, attn.k_proj.bias).view(bsz, seq, -1, self.head_dim).transpose(1, 2)
-            v = F.linear(x, attn.v_proj.weight, attn.v_proj.bias).view(bsz, seq, -1, self.head_dim).transpose(1, 2)
-            cache.k[i][:, :, at:at + seq] = _rotate(k, cos, sin)
-            cache.v[i][:, :, at:at + seq] = v
+            q, k, v = qkv(attn, rms_norm(h, layer.input_layernorm))  # [B, S, heads, head_dim]
+            cache.k[i][:, :, at:end] = rotate(k, cos, sin).transpose(1, 2)
+            cache.v[i][:, :, at:end] = v.transpose(1, 2)
             out = F.scaled_dot_product_attention(
-                _rotate(q, cos, sin), cache.k[i][:, :, :at + seq], cache.v[i][:, :, :at + seq], attn_mask=mask,
-                scale=self.scaling, enable_gqa=gqa)
-            h = h + F.linear(out.transpose(1, 2).reshape(bsz, seq, -1), attn.o_proj.weight, attn.o_proj.bias)
-            mlp = layer.mlp
-            x = _rms_norm(h, layer.post_attention_layernorm)
-            gated = F.silu(F.linear(x, mlp.gate_proj.weight, mlp.gate_proj.bias)) * F.linear(
-                x, mlp.up_proj.weight, mlp.up_proj.bias)
-            h = h + F.linear(gated, mlp.down_proj.weight, mlp.down_proj.bias)
-        last = _rms_norm(h[:, -1], self.model.model.norm)
+                rotate(q, cos, sin).transpose(1, 2), cache.k[i][:, :, :end], cache.v[i][:, :, :end],
+                attn_mask=mask, scale=attn.scaling, enable_gqa=gqa)
+            h = h + F.linear(out.transpose(1, 2).flatten(2), attn.o_proj.weight, attn.o_proj.bias)
+            h = h + mlp(layer, rms_norm(h, layer.post_attention_layernorm))
+        last = rms_norm(h[:, -1], self.model.model.norm)
         return F.linear(last, self.head.weight, self.head.bias).to(torch.float32)
 
 
@@ -151,6 +120,7 @@ def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, te
 
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+    live = None  # the rows the cache still holds, once some have finished (None: all rows)
     steps = 0
     for t in range(max_new_tokens):
         if temperature == 0:
@@ -164,8 +134,18 @@ def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, te
         unfinished &= chosen != eos_id
         if t + 1 == max_new_tokens or not bool(unfinished.any()):
             break
-        logits = dec.forward(chosen.unsqueeze(1), next_pos + t, cache, width + t,
-                             sees[..., :width + t + 1], rope)
+        still = unfinished if live is None else unfinished[live]
+        if not bool(still.all()):  # drop the rows that just finished from the cache
+            keep = still.nonzero().squeeze(1)
+            cache.keep(keep)
+            sees, next_pos = sees[keep], next_pos[keep]
+            live = keep if live is None else live[keep]
+        fed = chosen if live is None else chosen[live]
+        step_logits = dec.forward(fed.unsqueeze(1), next_pos + t, cache, width + t, sees[..., :width + t + 1], rope)
+        if live is None:
+            logits = step_logits
+        else:  # finished rows sample from a placeholder (uniform) and get the pad token anyway
+            logits = step_logits.new_zeros(rows, step_logits.shape[-1]).index_copy_(0, live, step_logits)
 
     finished = ~unfinished
     is_eos = tokens[:, :steps] == eos_id

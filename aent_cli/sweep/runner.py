@@ -41,6 +41,7 @@ class SweepResult:
     table: summary.SweepTable
     files: List[Path] = field(default_factory=list)
     sweep_dir: Optional[Path] = None
+    launch_error: Optional[str] = None  # the launcher itself broke (e.g. a job's config no longer composes)
 
     @property
     def failed(self) -> List[summary.JobOutcome]:
@@ -125,7 +126,9 @@ def plan_sweep(sweep_spec: Optional[str], overrides: Sequence[str] = (), ablatio
 def run_sweep(plan: SweepPlan, n_jobs: int = 1, quiet: Optional[bool] = None,
               notify: Callable[[str], None] = lambda message: None) -> SweepResult:
     """Run every job; returns when all have ended. Failed jobs do not stop the others; Ctrl-C raises
-    SweepInterrupted after the unfinished child runs are marked KILLED and the summary is written."""
+    SweepInterrupted after the unfinished child runs are marked KILLED and the summary is written.
+    A launcher that breaks (Hydra composes each job again in the worker: a conf/ file edited into a
+    broken state mid-sweep) ends the sweep: its error is on the result and the parent run."""
     client = store.client(plan.tracking_uri)
     run_name = runs.sweep_run_name(plan.name)
     options = LaunchOptions(plan.output_dir / run_name, n_jobs, plan.hydra_overrides)
@@ -153,6 +156,8 @@ def run_sweep(plan: SweepPlan, n_jobs: int = 1, quiet: Optional[bool] = None,
 
     status = "KILLED" if interrupted else "FAILED"
     try:
+        if launch_failure is not None:
+            store.set_tags(client, parent, {"aent.error": describe(launch_failure)})
         errors = {i: describe(err) for i, r in enumerate(returns) if (err := job_error(r)) is not None}
         runs.close_unfinished(client, parent, status)
         outcomes = summary.collect(client, runs.children(client, parent), plan.jobs, errors)
@@ -162,15 +167,12 @@ def run_sweep(plan: SweepPlan, n_jobs: int = 1, quiet: Optional[bool] = None,
         if plan.ablation:
             files += plan.ablation.figure(outcomes, out_dir)
         summary.log_files(client, parent, files)
-        if launch_failure is not None:
-            store.set_tags(client, parent, {"aent.error": describe(launch_failure)})
         ok = not interrupted and launch_failure is None and all(o.status == "FINISHED" for o in outcomes)
         status = "FINISHED" if ok else status
     finally:
         client.set_terminated(parent, status=status)
-    result = SweepResult(parent, run_name, status, outcomes, table, files, options.sweep_dir)
+    result = SweepResult(parent, run_name, status, outcomes, table, files, options.sweep_dir,
+                         describe(launch_failure) if launch_failure is not None else None)
     if interrupted:
         raise SweepInterrupted(result)
-    if launch_failure is not None:
-        raise launch_failure
     return result
