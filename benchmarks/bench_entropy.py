@@ -5,19 +5,26 @@ straightforward clamped entropy of the AEnt authors' public code, forward + back
     python benchmarks/bench_entropy.py --n 1024 --repeats 5 --mem-n 512,2048
 
 Timing: all cases run interleaved in one process (repeat r of every case, then repeat r + 1), so a
-machine shared with other jobs slows them alike; each figure is the median over repeats, and the
-ratios are medians of the per-repeat ratios. Each repeat is one forward + backward of the mean
-entropy over N positions, including the allocation of the [N, V] gradient.
+machine shared with other jobs slows them alike; each figure is the median (and the best) over
+repeats, and the ratios are medians of the per-repeat ratios (and best over best). Each repeat is
+one forward + backward of the mean entropy over N positions, including the allocation of the [N, V]
+gradient.
+
+On a machine whose cores are oversubscribed by other jobs, multi-threaded torch ops stall at every
+parallel region, and clamped_entropy has about three times as many as full_entropy: compare with
+--threads 1 there (the printed load average says whether that is the case).
 
 Memory: each (case, N) runs in a fresh subprocess that allocates the logits, then reports the growth
-of the peak resident set (ru_maxrss) during forward + backward, and that growth minus the gradient
-itself (the working memory). torch's CPU allocator has no peak counter; tracemalloc does not see it.
+of the peak resident set (VmHWM, reset once the logits exist) during forward + backward, and that
+growth minus the gradient itself (the working memory). torch's CPU allocator has no peak counter;
+tracemalloc does not see it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -108,16 +115,19 @@ def timing(args) -> None:
     for _ in range(args.repeats):
         for case in cases:
             times[case].append(forward_backward(case, logits, args.p))
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"forward+backward, N={args.n}, V={args.vocab}, p={args.p}, fp32, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} interleaved repeats")
+          f"median of {args.repeats} interleaved repeats (load average now {load} on {os.cpu_count()} CPUs)")
     listed = lambda values, unit: ", ".join(f"{v:.2f}{unit}" for v in values)  # noqa: E731
     for case in cases:
-        print(f"  {case:16s} {statistics.median(times[case]):8.2f} s   (runs: {listed(times[case], ' s')})")
+        print(f"  {case:16s} median {statistics.median(times[case]):7.2f} s, best {min(times[case]):7.2f} s"
+              f"   (runs: {listed(times[case], ' s')})")
 
     def ratio(a: str, b: str) -> None:
         if a in times and b in times:
             per_repeat = [x / y for x, y in zip(times[a], times[b])]
-            print(f"  {a} / {b}: {statistics.median(per_repeat):.2f}x (per repeat: {listed(per_repeat, 'x')})")
+            print(f"  {a} / {b}: {statistics.median(per_repeat):.2f}x median of per-repeat ratios, "
+                  f"{min(times[a]) / min(times[b]):.2f}x best to best (per repeat: {listed(per_repeat, 'x')})")
 
     ratio("clamped_entropy", "full_entropy")
     ratio("straightforward", "clamped_entropy")

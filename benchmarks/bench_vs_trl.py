@@ -139,9 +139,10 @@ def _trl_worker(args, entropy: bool, workdir: Path, chan: _Channel) -> None:
         output_dir=str(workdir / "trl"), per_device_train_batch_size=args.prompts * args.group,
         gradient_accumulation_steps=1, num_generations=args.group, max_completion_length=args.max_new_tokens,
         temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0, beta=0.0, loss_type="grpo",
-        num_iterations=1, epsilon=0.2, scale_rewards="group", learning_rate=args.lr,
-        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
-        adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch", bf16=False, fp16=False,
+        num_iterations=1, epsilon=cfg.algo.clip_eps_low, epsilon_high=cfg.algo.clip_eps_high,
+        scale_rewards="group", learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=cfg.trainer.weight_decay, adam_beta1=cfg.trainer.betas[0], adam_beta2=cfg.trainer.betas[1],
+        adam_epsilon=1e-8, max_grad_norm=cfg.trainer.grad_clip, optim="adamw_torch", bf16=False, fp16=False,
         gradient_checkpointing=False, use_cpu=True, report_to="none", logging_steps=1, save_strategy="no",
         disable_tqdm=True, shuffle_dataset=False, seed=args.seed, data_seed=args.seed, max_steps=total,
         dataloader_num_workers=0, entropy_coef=TRL_ENTROPY_COEF if entropy else 0.0, log_completions=False)
@@ -246,6 +247,10 @@ def coordinate(args) -> None:
     import torch
     import transformers
 
+    if args.lr is None:
+        from aent_cli.config import compose_config
+
+        args.lr = compose_config([]).trainer.lr
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     if any(n.startswith("trl") for n in names):
         import trl
@@ -285,8 +290,9 @@ def report(args, workers, versions: str) -> None:
     print(f"{args.steps} measured steps per trainer after {args.warmup} warm-up, interleaved round by round. "
           f"{versions}, Python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
           f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}.\n")
-    header = (f"{'trainer':<15} {'s/step':>8} {'(IQR)':>15} {'steps/h':>8} {'gen tok/s':>10} {'reward':>7} "
-              f"{'peak RSS MiB':>13}")
+    header = (f"{'trainer':<15} {'s/step':>8} {'(IQR)':>15} {'mean':>7} {'steps/h':>8} {'gen tok/s':>10} "
+              f"{'reward':>7} {'peak RSS MiB':>13}")
+    print("s/step: median over the measured steps (IQR, mean beside it); steps/h and gen tok/s from medians.")
     print(header)
     print("-" * len(header))
     summary = {}
@@ -296,8 +302,9 @@ def report(args, workers, versions: str) -> None:
         med = _median(secs)
         lo, hi = _quartiles(secs)
         summary[w.name] = {"s_per_step": med, "tok_s": _median(tok_s)}
-        print(f"{w.name:<15} {med:8.3f} {f'({lo:.3f}-{hi:.3f})':>15} {3600 / med:8.0f} {_median(tok_s):10.0f} "
-              f"{statistics.fmean(s['reward'] for s in w.steps):7.3f} {w.info['peak_rss_mib']:13.0f}")
+        print(f"{w.name:<15} {med:8.3f} {f'({lo:.3f}-{hi:.3f})':>15} {statistics.fmean(secs):7.3f} "
+              f"{3600 / med:8.0f} {_median(tok_s):10.0f} {statistics.fmean(s['reward'] for s in w.steps):7.3f} "
+              f"{w.info['peak_rss_mib']:13.0f}")
     phases = {}
     for w in workers:
         if w.steps and w.steps[0]["phases"]:
@@ -307,23 +314,23 @@ def report(args, workers, versions: str) -> None:
         print("\naent phases (median):")
         for name, line in phases.items():
             print(f"  {name:<10} {line}")
-    print()
+    print("\nRatios: of the medians above, and [median of the per-round ratios] (each round runs every "
+          "trainer back to back, so a busy spell on the machine cancels out of its ratio):")
+    by_name = {w.name: w for w in workers}
+
+    def paired(slow: str, fast: str) -> float:
+        return _median([b["seconds"] / a["seconds"] for a, b in zip(by_name[fast].steps, by_name[slow].steps)])
+
     for name in ("aent-grpo", "aent-aent"):
-        for peer in ("trl-grpo", "trl-entropy"):
+        for peer in ("trl-grpo", "trl-entropy", f"base-{name}"):
             if name in summary and peer in summary:
                 a, b = summary[name], summary[peer]
-                print(f"{name} / {peer}: {b['s_per_step'] / a['s_per_step']:.2f}x steps per hour, "
-                      f"{a['tok_s'] / b['tok_s']:.2f}x generated tokens per second")
-    for name in ("aent-grpo", "aent-aent"):
-        if name in summary and f"base-{name}" in summary:
-            print(f"{name} / base-{name}: {summary[f'base-{name}']['s_per_step'] / summary[name]['s_per_step']:.2f}x "
-                  f"steps per hour")
-    if "aent-grpo" in summary and "aent-aent" in summary:
-        extra = summary["aent-aent"]["s_per_step"] / summary["aent-grpo"]["s_per_step"] - 1
-        print(f"aent-aent step vs aent-grpo step: {extra:+.1%} time")
-    if "trl-grpo" in summary and "trl-entropy" in summary:
-        extra = summary["trl-entropy"]["s_per_step"] / summary["trl-grpo"]["s_per_step"] - 1
-        print(f"trl-entropy step vs trl-grpo step: {extra:+.1%} time")
+                print(f"  {name} / {peer}: {b['s_per_step'] / a['s_per_step']:.2f}x [{paired(peer, name):.2f}x] "
+                      f"steps per hour, {a['tok_s'] / b['tok_s']:.2f}x generated tokens per second")
+    for slow, fast in (("aent-aent", "aent-grpo"), ("trl-entropy", "trl-grpo")):
+        if slow in summary and fast in summary:
+            extra = summary[slow]["s_per_step"] / summary[fast]["s_per_step"] - 1
+            print(f"  {slow} step vs {fast} step: {extra:+.1%} [{paired(slow, fast) - 1:+.1%}] time")
 
 
 def parse_args(argv=None):
@@ -335,7 +342,7 @@ def parse_args(argv=None):
     ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
     ap.add_argument("--group", type=int, default=8, help="completions per prompt")
     ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=None, help="default: aent's trainer.lr")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--base-tree", help="another checkout: also run its aent trainers (rows base-aent-*)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)

@@ -133,3 +133,16 @@ def test_max_batch_splits_whole_prompt_groups(qwen, tokenizer):
     assert [g.prompt for g in out] == PROMPTS
     assert [len(g.completions) for g in out] == [3] * len(PROMPTS)
     assert all(g.prompt_ids == tokenizer.encode(g.prompt, add_special_tokens=False) for g in out)
+
+
+@pytest.mark.parametrize("name", ["qwen", "llama"])
+def test_unfused_projections_sample_the_same(name, request, tokenizer, monkeypatch):
+    """Models above the fusion threshold run q/k/v and gate/up as separate matmuls."""
+    import aent_cli.rollout.lean as lean
+
+    model = request.getfixturevalue(name)
+    params = SamplingParams(n=4, temperature=1.5, max_new_tokens=10)
+    fused = _sample(model, tokenizer, params, True)
+    monkeypatch.setattr(lean, "_FUSE_BELOW_PARAMS", 0)
+    assert LeanDecoder(model).fused is None
+    assert _sample(model, tokenizer, params, True) == fused == _sample(model, tokenizer, params, False)

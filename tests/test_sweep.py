@@ -350,8 +350,9 @@ def _coef_next(lam, h, algo):
 
 def test_ablate_coef_adaptive_vs_constant(workdir):
     steps = 3
+    # A band below any sampled H~ (temperature 1), so eq. 4.1 moves lambda from the first update on.
     result = runner.invoke(app, ["ablate", "coef", "--jobs", "2", *TINY, f"trainer.steps={steps}",
-                                 "algo.coef.start_step=1"])
+                                 "algo.coef.start_step=1", "algo.h_low=0.0", "algo.h_high=0.01"])
     assert result.exit_code == 0, result.output
     client = _client(workdir)
     (parent,) = _sweep_parents(client)
@@ -360,12 +361,13 @@ def test_ablate_coef_adaptive_vs_constant(workdir):
     labels = {i: c.data.tags["aent.sweep.label"] for i, c in children.items()}
     assert labels == {0: "adaptive", 1: "constant"}
     lam = {i: [v for _, v in _history(client, c.info.run_id, "actor/entropy_coef")] for i, c in children.items()}
-    assert lam[1] == [0.01] * steps  # constant: lambda stays at coef.init
     params = children[0].data.params
+    init = float(params["algo.coef.init"])
+    assert lam[1] == [init] * steps  # constant: lambda stays at coef.init
     algo = {k: float(params[f"algo.{k}"]) for k in ("h_low", "h_high")}
     algo.update({k: float(params[f"algo.coef.{k}"]) for k in ("lr", "min", "max")})
     entropy = [v for _, v in _history(client, children[0].info.run_id, "actor/clamped_entropy")]
-    expected = [0.01]
+    expected = [init]
     for h in entropy[:-1]:
         expected.append(_coef_next(expected[-1], h, algo))
     assert lam[0] == pytest.approx(expected, abs=1e-9) and lam[0] != lam[1]

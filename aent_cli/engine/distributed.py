@@ -11,6 +11,7 @@ counterpart with the same methods is `engine/deepspeed_backend.py`.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -91,7 +92,9 @@ def init_distributed(env: DistEnv, device: torch.device, single_process_group: b
     """Join the process group (gloo on CPU, nccl on GPU) and return env with its comm device.
 
     `single_process_group` also creates a one-rank group when nothing launched us (DeepSpeed needs
-    one); it lives in memory (HashStore), so no port is opened."""
+    one); it lives in memory (HashStore), so no port is opened, and the caller destroys it when
+    done. A launcher's group stays for the life of the process (later runs in it reuse it: a
+    re-created group would meet the first one's keys in the launcher's store) and ends at exit."""
     env = replace(env, device=str(device) if device.type == "cuda" else "cpu")
     if dist.is_initialized() or (env.world_size == 1 and not single_process_group):
         return env
@@ -101,6 +104,7 @@ def init_distributed(env: DistEnv, device: torch.device, single_process_group: b
     else:
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, init_method="env://", rank=env.rank, world_size=env.world_size, **kwargs)
+        atexit.register(shutdown)
     return env
 
 

@@ -111,7 +111,7 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
          rewards.sum(), sum(graded.correct), len(completions), sum(not c.finished for c in completions),
          graded.timeouts], setup.env)
     entropy, clamped = ent_sum / max(n_tokens, 1.0), clamped_sum / max(n_tokens, 1.0)
-    lam_used = coef.value
+    lam_used = coef.value if algo.bonus != "none" else 0.0  # a preset may set coef.init for every algo
     coef.update(clamped if getattr(coef, "tracked_entropy", "clamped") == "clamped" else entropy, step)
     elapsed = time.perf_counter() - started
     metrics = {

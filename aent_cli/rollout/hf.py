@@ -87,16 +87,11 @@ class HFRollout:
         return out
 
     def _completion(self, generated: List[int]) -> Completion:
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        if eos in generated:
-            cut = generated[:generated.index(eos) + 1]
-            finished = True
-        else:
-            cut = generated
-            # generate pads finished rows; without EOS the row ran to max_new_tokens (pad == eos aside)
-            while cut and cut[-1] == pad and pad != eos:
-                cut = cut[:-1]
-            finished = False
+        eos = self.tokenizer.eos_token_id
+        finished = eos in generated
+        # generate pads only rows that emitted EOS; a row without one ran to max_new_tokens, and a
+        # pad token in it was sampled like any other (it has a log-prob in the loss), so it stays
+        cut = generated[:generated.index(eos) + 1] if finished else generated
         text = self.tokenizer.decode(cut, skip_special_tokens=True)
         return Completion(text=text, token_ids=cut, finished=finished)
 

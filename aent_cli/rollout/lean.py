@@ -15,7 +15,7 @@ not cover (`lean_supported` is False) go through `generate` instead.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,16 @@ class _Cache:
         self.v = [v.index_select(0, rows) for v in self.v]
 
 
+# Below this many parameters a decode step is dominated by per-op overhead, so the q/k/v and the
+# gate/up projections are concatenated once per call and run as one matmul each (a weight copy
+# that a large model would not want).
+_FUSE_BELOW_PARAMS = 50_000_000
+
+
+def _cat(parts: List[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
+    return None if any(t is None for t in parts) else torch.cat(parts)
+
+
 class LeanDecoder:
     """Forward passes of a supported model over a `_Cache`."""
 
@@ -64,6 +74,26 @@ class LeanDecoder:
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = self.layers[0].self_attn.head_dim
         self.head = model.get_output_embeddings()
+        self.fused = None
+        if sum(p.numel() for p in model.parameters()) < _FUSE_BELOW_PARAMS:
+            self.fused = [(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                           _cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
+                           torch.cat([m.gate_proj.weight, m.up_proj.weight]), _cat([m.gate_proj.bias, m.up_proj.bias]))
+                          for a, m in ((layer.self_attn, layer.mlp) for layer in self.layers)]
+
+    def _qkv(self, i: int, layer, x: torch.Tensor):
+        if self.fused is None:
+            return qkv(layer.self_attn, x)
+        w, b = self.fused[i][:2]
+        split = F.linear(x, w, b).view(*x.shape[:-1], -1, self.head_dim)
+        return split.split([self.heads, self.kv_heads, self.kv_heads], dim=-2)
+
+    def _mlp(self, i: int, layer, x: torch.Tensor) -> torch.Tensor:
+        if self.fused is None:
+            return mlp(layer, x)
+        gate, up = F.linear(x, *self.fused[i][2:]).chunk(2, dim=-1)
+        down = layer.mlp.down_proj
+        return F.linear(F.silu(gate) * up, down.weight, down.bias)
 
     def rope_table(self, length: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
         return rope_table(self.model, length, device)
@@ -78,14 +108,14 @@ class LeanDecoder:
         end = at + ids.shape[1]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            q, k, v = qkv(attn, rms_norm(h, layer.input_layernorm))  # [B, S, heads, head_dim]
+            q, k, v = self._qkv(i, layer, rms_norm(h, layer.input_layernorm))  # [B, S, heads, head_dim]
             cache.k[i][:, :, at:end] = rotate(k, cos, sin).transpose(1, 2)
             cache.v[i][:, :, at:end] = v.transpose(1, 2)
             out = F.scaled_dot_product_attention(
                 rotate(q, cos, sin).transpose(1, 2), cache.k[i][:, :, :end], cache.v[i][:, :, :end],
                 attn_mask=mask, scale=attn.scaling, enable_gqa=gqa)
             h = h + F.linear(out.transpose(1, 2).flatten(2), attn.o_proj.weight, attn.o_proj.bias)
-            h = h + mlp(layer, rms_norm(h, layer.post_attention_layernorm))
+            h = h + self._mlp(i, layer, rms_norm(h, layer.post_attention_layernorm))
         last = rms_norm(h[:, -1], self.model.model.norm)
         return F.linear(last, self.head.weight, self.head.bias).to(torch.float32)
 
