@@ -117,7 +117,7 @@ def _trl_worker(args, entropy: bool, workdir: Path, chan: _Channel) -> None:
     from aent_cli.engine.sampler import QuerySampler
     from aent_cli.engine.setup import load_split
     from aent_cli.models.loading import load_policy
-    from aent_cli.rewards import math_reward
+    from aent_cli.rewards import default_grader, math_reward
 
     cfg = compose_config(_overrides(args, "grpo", workdir))
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -166,6 +166,7 @@ def _trl_worker(args, entropy: bool, workdir: Path, chan: _Channel) -> None:
             self.started = time.perf_counter()
             return control
 
+    default_grader().start()  # its math-verify process warms up now, as aent's does in TrainingSetup
     lockstep = Lockstep()
     trainer = GRPOTrainer(model=model, reward_funcs=arithmetic_reward, args=config, train_dataset=data,
                           processing_class=tok, callbacks=[lockstep])

@@ -110,7 +110,7 @@ def test_zero3_run_checkpoints_and_resumes_across_two_ranks(tmp_path, tiny_cache
               "trainer.run_name=ds", "trainer.steps=3", "trainer.batch_size=4", "trainer.mini_batch_size=4",
               "trainer.micro_batch_size=6", "rollout.n=4", "trainer.val_every=3", "data.val_size=6",
               "trainer.backend=deepspeed", "trainer.zero_stage=3", "model.logit_chunk=7",
-              "algo.coef.init=0.002", "algo.coef.min=0", "algo.coef.max=1.0", "algo.coef.lr=0.5",
+              "algo.coef.init=0.002", "algo.coef.min=0", "algo.coef.max=1.0", "algo.coef.lr=0.01",
               "algo.coef.start_step=0", "algo.h_low=5", "algo.h_high=6"]
     ranks = _torchrun(["train", f"{tmp_path}/runs/ds", *common], tmp_path)  # stop after step 2, resume
     histories = [r["first"]["history"] + r["resumed"]["history"] for r in ranks]
@@ -123,11 +123,11 @@ def test_zero3_run_checkpoints_and_resumes_across_two_ranks(tmp_path, tiny_cache
     assert lams[0] == pytest.approx(0.002) and lams[1] > lams[0] and lams[2] > lams[1]
     for prev, h in zip(histories[0], histories[0][1:]):
         assert h["actor/entropy_coef"] == pytest.approx(prev["actor/entropy_coef"]
-                                                         + 0.5 * (5 - prev["actor/clamped_entropy"]))
+                                                         + 0.01 * (5 - prev["actor/clamped_entropy"]))
     assert len({r[part]["run_id"] for r in ranks for part in ("first", "resumed")}) == 1
 
     run_dir = tmp_path / "runs" / "ds"
-    assert sorted(p.name for p in (run_dir / "checkpoints" / "zero").iterdir()) == ["step_000002", "step_000003"]
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "zero").glob("step_*")) == ["step_000002", "step_000003"]
     state = json.loads((run_dir / "checkpoints" / "step_000003" / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and state["zero_tag"] == "step_000003"
     assert (run_dir / "checkpoints" / "step_000003" / "rng_rank1.safetensors").is_file()

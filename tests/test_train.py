@@ -102,13 +102,15 @@ def test_run_logs_metrics_and_follows_the_lambda_rule(small_run):
 
 
 def test_reward_rises_on_a_short_seeded_run(small_run, tmp_path):
-    """GRPO on a fixed batch of sums the warm-started model gets ~60% right: reward must climb."""
+    """GRPO on a fixed batch of two-digit sums (the warm-started model's weakest sums): reward climbs."""
     from aent_cli.data.arithmetic import arithmetic_problems
 
     data = tmp_path / "sums.jsonl"
-    sums = arithmetic_problems(8, 0, "train", hard_share=0.0)
+    two_digit = [p for p in arithmetic_problems(400, 0, "train", hard_share=0.0)
+                 if all(len(x) == 2 for x in p.problem[:-1].split("+"))]
+    sums = two_digit[:8]
     data.write_text("".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in sums))
-    overrides = small_run + [f"data.train={data}", "data.shuffle=false", "trainer.steps=12", "trainer.batch_size=8",
+    overrides = small_run + [f"data.train={data}", "data.shuffle=false", "trainer.steps=14", "trainer.batch_size=8",
                              "trainer.mini_batch_size=8", "rollout.n=8", "algo=grpo"]
     result = _train(overrides)
     rewards = [h["reward/mean"] for h in result.history]

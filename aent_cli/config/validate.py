@@ -105,6 +105,10 @@ def validate(cfg: DictConfig) -> DictConfig:
         _fail("trainer.grad_clip", t.grad_clip, "> 0")
     if t.zero_stage not in (0, 1, 2, 3):
         _fail("trainer.zero_stage", t.zero_stage, "0, 1, 2 or 3")
+    if t.bf16 and t.backend != "deepspeed":
+        _fail("trainer.bf16", t.bf16, "only with trainer.backend=deepspeed (torch backend: model.dtype=bfloat16)")
+    if t.cpu_offload and (t.backend != "deepspeed" or t.zero_stage == 0):
+        _fail("trainer.cpu_offload", t.cpu_offload, "only with trainer.backend=deepspeed and trainer.zero_stage >= 1")
     for key in ("val_every", "checkpoint_every", "threads"):
         if t[key] < 0:
             _fail(f"trainer.{key}", t[key], ">= 0")

@@ -9,6 +9,7 @@ partitioning hooks removed, so ranks may generate different numbers of tokens.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +23,15 @@ from aent_cli.errors import UserError
 ZERO_DIR = "zero"  # checkpoints/zero/<tag>: DeepSpeed's own shards, next to the HF-format step dirs
 
 
+_MISSING = "trainer.backend=deepspeed needs DeepSpeed: pip install 'aent-cli[gpu]' (or pip install deepspeed)"
+
+
+def require_deepspeed() -> None:
+    """Fail before any model is loaded (importing DeepSpeed itself takes seconds)."""
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UserError(_MISSING)
+
+
 def import_deepspeed(device: torch.device):
     """DeepSpeed, told to use the CPU accelerator when training on CPU (it assumes CUDA otherwise)."""
     if device.type == "cpu":
@@ -29,8 +39,7 @@ def import_deepspeed(device: torch.device):
     try:
         import deepspeed
     except ImportError:
-        raise UserError("trainer.backend=deepspeed needs DeepSpeed: pip install 'aent-cli[gpu]' "
-                        "(or pip install deepspeed)") from None
+        raise UserError(_MISSING) from None
     if device.type == "cpu":
         # The CPU accelerator JIT-builds a shared-memory all-reduce kernel (~2 minutes of C++ on a
         # fresh machine) that only speeds up CPU inference; gloo all-reduce is all training needs.
@@ -65,6 +74,26 @@ def deepspeed_config(trainer_cfg, device: torch.device) -> Dict[str, Any]:
         config["optimizer"] = {"type": "AdamW", "params": {
             "lr": float(t.lr), "betas": [float(b) for b in t.betas], "weight_decay": float(t.weight_decay)}}
     return config
+
+
+class HostCopy:
+    """What save_model_dir reads from a model (config, generation_config, state_dict()), with the
+    weights copied to CPU: DeepSpeed keeps them as views into flat buffers, which safetensors
+    refuses to write. Tied weights stay one tensor, so the writer de-duplicates them as usual."""
+
+    def __init__(self, model) -> None:
+        self.config = model.config
+        self.generation_config = getattr(model, "generation_config", None)
+        copies: Dict[tuple, torch.Tensor] = {}
+        self._state = {}
+        for name, tensor in model.state_dict().items():
+            key = (tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
+            if key not in copies:
+                copies[key] = tensor.detach().to("cpu", copy=True)
+            self._state[name] = copies[key]
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return self._state
 
 
 class DeepSpeedBackend:
@@ -165,7 +194,7 @@ class DeepSpeedBackend:
         path = checkpoint_dir(run_dir, step)
         with self._gathered():
             if self.env.is_main:
-                path = save_checkpoint(run_dir, step, self.model, tokenizer, None, full_state, keep,
+                path = save_checkpoint(run_dir, step, HostCopy(self.model), tokenizer, None, full_state, keep,
                                        write_extra=lambda tmp: write_rank_rng(tmp, rngs))
         if self.env.is_main:
             kept = {p.name for p in zero_root.parent.glob("step_*") if p.is_dir()}
@@ -194,7 +223,7 @@ class DeepSpeedBackend:
 
         with self._gathered():
             if self.env.is_main:
-                save_model_dir(self.model, tokenizer, directory)
+                save_model_dir(HostCopy(self.model), tokenizer, directory)
         barrier(self.env)
 
     def close(self) -> None:

@@ -64,6 +64,18 @@ def _resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     return saved, run_dir
 
 
+def _require_optional_backends(cfg: DictConfig) -> None:
+    """DeepSpeed and vLLM are optional extras: a missing one is one line, before the model loads."""
+    if cfg.trainer.backend == "deepspeed":
+        from aent_cli.engine.deepspeed_backend import require_deepspeed
+
+        require_deepspeed()
+    if cfg.rollout.backend == "vllm" and cfg.rollout.mode == "colocate":
+        from aent_cli.rollout.vllm import require_vllm
+
+        require_vllm()
+
+
 @dataclass
 class TrainingSetup:
     cfg: DictConfig
@@ -109,6 +121,7 @@ class TrainingSetup:
             raise UserError(f"data.train has {len(train_problems)} problems, fewer than "
                             f"trainer.batch_size={cfg.trainer.batch_size}")
         check_divisible(env, cfg.trainer.batch_size, cfg.trainer.mini_batch_size)
+        _require_optional_backends(cfg)
         device = local_device(env, resolve_device(cfg.trainer.device))
         owns_group = not torch.distributed.is_initialized()
         env = init_distributed(env, device, single_process_group=cfg.trainer.backend == "deepspeed")
@@ -144,6 +157,7 @@ class TrainingSetup:
             backend = TorchBackend(model, optimizer, env)
         rollout = build_rollout(cfg.rollout, model, tokenizer)
         grader = Grader.from_config(cfg.reward)
+        grader.start()  # math-verify warms up in its processes while the run is set up
 
         run_dir.mkdir(parents=True, exist_ok=True)
         if env.is_main:  # rank 0 alone writes the config and records to MLflow

@@ -62,6 +62,11 @@ class Grader:
         return cls(extractor=cfg.extractor, correct=cfg.correct, format_reward=cfg.format_reward,
                    timeout_s=cfg.timeout_s, workers=cfg.workers)
 
+    def start(self) -> None:
+        """Start the grading processes ahead of the first batch (otherwise the first batch with a
+        pair for math-verify waits for them to import it)."""
+        self._pool.start()
+
     def worker_pids(self) -> List[int]:
         return self._pool.pids()
 

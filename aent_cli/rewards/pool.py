@@ -113,6 +113,14 @@ class VerifierPool:
         """Kill the workers (idempotent; a later `run` starts new ones)."""
         self._finalizer()
 
+    def start(self) -> None:
+        """Start the missing workers now without waiting for them: they import and warm up
+        math-verify (about a second) in the background, so the first batch that needs one does not."""
+        if not self._finalizer.alive:
+            self._finalizer = weakref.finalize(self, _kill_all, self._workers)
+        while len(self._workers) < self.size:
+            self._workers.append(_Worker(self.timeout_s))
+
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
         self._workers[self._workers.index(worker)] = _Worker(self.timeout_s)

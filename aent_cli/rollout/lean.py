@@ -6,11 +6,12 @@ rotary embeddings, grouped-query SDPA, SwiGLU) as plain tensor ops on the model'
 over a preallocated KV cache, and samples exactly as `generate` does: temperature, then top-k, then
 top-p on fp32 logits, one `torch.multinomial` over the whole batch per step (finished rows get the
 pad token, as in `generate`), stopping when every row has emitted EOS or `max_new_tokens` are out.
-So a given RNG state draws the same tokens as `generate`, up to float rounding of the logits.
+So a given RNG state draws the same tokens as `generate` on CPU, up to float rounding of the logits
+(elsewhere the same distribution).
 
 Each distinct prompt is prefilled once and its cache shared by its n samples, and finished rows
 leave the cache: later steps compute only the rows still generating (their slots in the sampling
-batch get placeholder logits, so the random draws of the others are unchanged). Models this does
+batch get placeholder logits, so the draws of the others are unchanged). Models this does
 not cover (`lean_supported` is False) go through `generate` instead.
 """
 from __future__ import annotations
