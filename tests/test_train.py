@@ -1,6 +1,7 @@
 """The training loop on the embedded tiny model: rollout masks, log-prob alignment, advantage
 broadcast, the per-step lambda rule, MLflow records, a rising reward, exact resume, bad input."""
 import json
+import math
 
 import pytest
 import torch
@@ -156,3 +157,18 @@ def test_bad_config_value_exits_2(small_run):
 def test_resume_of_missing_dir_is_a_user_error(tmp_path, small_run):
     result = runner.invoke(app, ["train", f"resume={tmp_path}/nope"] + small_run)
     assert result.exit_code == 2 and "no such run directory" in result.output
+
+
+@pytest.mark.parametrize("algo,stat", [("clip_cov", "actor/cov_clip_frac"), ("kl_cov", "actor/kl_cov_frac"),
+                                       ("target_entropy", "actor/entropy_coef"),
+                                       ("high_entropy_mask", "actor/entropy_mask_frac")])
+def test_each_entropy_control_trains_on_the_embedded_default(small_run, algo, stat):
+    result = _train(small_run + [f"algo={algo}", "trainer.steps=2"])
+    assert [h["step"] for h in result.history] == [1, 2]
+    for h in result.history:
+        assert stat in h and math.isfinite(h[stat]) and math.isfinite(h["actor/pg_loss"])
+    if algo == "high_entropy_mask":  # the top rho = 0.2 of tokens by entropy keep their gradient
+        assert all(0.0 < h[stat] <= 0.5 for h in result.history)
+    if algo == "target_entropy":  # lambda moved by exactly delta after step 1
+        delta = compose_config(["algo=target_entropy"]).algo.coef.delta
+        assert abs(result.history[1][stat] - result.history[0][stat]) == pytest.approx(delta)
