@@ -10,8 +10,6 @@ import torch
 
 from aent_cli.algos.entropy import clamped_entropy, full_entropy
 
-torch.set_default_dtype(torch.float64)  # the bandits are tiny; float64 keeps comparisons tight
-
 V = 1000
 SAMPLED = [0, 1, 2, 3]  # high-probability (~46% together), suboptimal, sampled and reinforced
 OPTIMAL = 4  # low probability, never sampled
@@ -19,10 +17,14 @@ TAIL = slice(5, V)  # a long tail of low-probability tokens (~53% together)
 P_DROP_TAIL = 0.995  # floor(0.995 * 1000) = 995: exactly the tail is dropped
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_default_dtype():
+@pytest.fixture(autouse=True)
+def _float64_default():
+    """The bandits are tiny; float64 keeps comparisons tight. Set per test (not at import, which
+    would leak into every module pytest collects after this one)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     yield
-    torch.set_default_dtype(torch.float32)
+    torch.set_default_dtype(previous)
 
 
 def initial_logits() -> torch.Tensor:
