@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -80,8 +81,16 @@ def _torchrun(args, out_dir: Path, timeout: int = 300) -> list:
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(HERE),
            str(out_dir), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(out_dir))
-    assert proc.returncode == 0, (proc.stdout[-4000:] + proc.stderr[-6000:])
+    # own session: a hung run is killed with all its workers, not just the launcher
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(out_dir), start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun {args[0]} timed out after {timeout} s:\n{stderr[-6000:]}")
+    assert proc.returncode == 0, (stdout[-4000:] + stderr[-6000:])
     return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)]
 
 
