@@ -39,7 +39,7 @@ def compute_loss(
     per_token, stats = policy_fn(
         logp, old_logp, advantages, mask,
         clip_eps_low=algo.clip_eps_low, clip_eps_high=algo.clip_eps_high,
-        dual_clip_c=algo.get("dual_clip_c") if hasattr(algo, "get") else getattr(algo, "dual_clip_c", None),
+        dual_clip_c=getattr(algo, "dual_clip_c", None),
         algo=algo, token_entropy=token_entropy,
     )
     loss = aggregate(per_token, mask, denom=denom, norm_length=norm_length)

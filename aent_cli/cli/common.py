@@ -1,7 +1,6 @@
 """What every command shares: compose + validate the config, and turn user errors into exit 2."""
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional
 
@@ -31,12 +30,3 @@ def user_errors() -> Iterator[None]:
 def load_config(overrides: Optional[Iterable[str]]) -> DictConfig:
     with user_errors():
         return validate(compose_config(list(overrides or [])))
-
-
-def not_built(command: str) -> None:
-    typer.echo(f"error: `aent {command}` is not built yet in this version", err=True)
-    raise typer.Exit(code=2)
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -26,7 +26,7 @@ def project_path(name: str) -> Path:
     return path
 
 
-def _register_schema_and_experiments() -> None:
+def register_schema_and_experiments() -> None:
     cs = ConfigStore.instance()
     cs.store(name="aent_schema", node=AentConfig)
     # Presets in experiments/ are global-package overlays selected with `+experiment=<name>`.
@@ -39,7 +39,7 @@ def compose_config(overrides: Optional[Iterable[str]] = None, config_name: str =
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    _register_schema_and_experiments()
+    register_schema_and_experiments()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     try:

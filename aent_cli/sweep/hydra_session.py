@@ -9,13 +9,13 @@ from typing import Iterator
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from aent_cli.config.compose import _register_schema_and_experiments, project_path
+from aent_cli.config.compose import register_schema_and_experiments, project_path
 
 
 @contextmanager
 def hydra_session() -> Iterator[object]:
     """Yields Hydra's config loader; the session ends (GlobalHydra cleared) on exit."""
-    _register_schema_and_experiments()
+    register_schema_and_experiments()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(project_path("conf")), version_base=None):
