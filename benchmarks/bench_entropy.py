@@ -33,6 +33,7 @@ import time
 
 import torch
 
+from aent_cli.algos import entropy_native
 from aent_cli.algos.entropy import clamped_entropy, full_entropy, num_dropped
 
 MIB = 1024 * 1024
@@ -55,10 +56,23 @@ def straightforward_clamped_entropy(logits: torch.Tensor, p: float, chunk_rows: 
     return torch.cat(out)
 
 
+def torch_path(fn):
+    """The same function with the fused C kernels switched off (what runs where no compiler exists)."""
+    def call(x, p):
+        os.environ["AENT_NATIVE_ENTROPY"] = "0"
+        try:
+            return fn(x, p)
+        finally:
+            os.environ.pop("AENT_NATIVE_ENTROPY")
+    return call
+
+
 CASES = {
     "full_entropy": lambda x, p: full_entropy(x),
     "clamped_entropy": lambda x, p: clamped_entropy(x, p),
     "straightforward": lambda x, p: straightforward_clamped_entropy(x, p),
+    "full_torch_path": torch_path(lambda x, p: full_entropy(x)),
+    "clamped_torch_path": torch_path(lambda x, p: clamped_entropy(x, p)),
 }
 
 
@@ -116,11 +130,13 @@ def timing(args) -> None:
         for case in cases:
             times[case].append(forward_backward(case, logits, args.p))
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    kernels = "fused C kernels" if entropy_native.kernels() is not None else "NO C kernels (torch path)"
+    print(f"full_entropy / clamped_entropy run on: {kernels}; the *_torch_path cases force the torch path")
     print(f"forward+backward, N={args.n}, V={args.vocab}, p={args.p}, fp32, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} interleaved repeats (load average now {load} on {os.cpu_count()} CPUs)")
     listed = lambda values, unit: ", ".join(f"{v:.2f}{unit}" for v in values)  # noqa: E731
     for case in cases:
-        print(f"  {case:16s} median {statistics.median(times[case]):7.2f} s, best {min(times[case]):7.2f} s"
+        print(f"  {case:18s} median {statistics.median(times[case]):7.2f} s, best {min(times[case]):7.2f} s"
               f"   (runs: {listed(times[case], ' s')})")
 
     def ratio(a: str, b: str) -> None:
@@ -131,6 +147,8 @@ def timing(args) -> None:
 
     ratio("clamped_entropy", "full_entropy")
     ratio("straightforward", "clamped_entropy")
+    ratio("clamped_torch_path", "full_torch_path")
+    ratio("full_torch_path", "full_entropy")
 
 
 def memory(args) -> None:
@@ -141,7 +159,7 @@ def memory(args) -> None:
                    "--p", str(args.p), "--threads", str(torch.get_num_threads())]
             child = subprocess.run(cmd, check=True, capture_output=True, text=True)
             result = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"  N={n:5d} {case:16s} peak growth {result['peak_growth_mib']:8.0f} MiB"
+            print(f"  N={n:5d} {case:18s} peak growth {result['peak_growth_mib']:8.0f} MiB"
                   f" = gradient {n * args.vocab * 4 / MIB:6.0f} MiB + working {result['working_mib']:7.0f} MiB")
 
 

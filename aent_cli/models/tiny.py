@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
+from aent_cli.cache import cache_root
 from aent_cli.data.arithmetic import TASK_VERSION, arithmetic_problems, boxed_response
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
@@ -27,12 +28,6 @@ ARCH = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_att
             num_key_value_heads=2, max_position_embeddings=64)
 RECIPE_VERSION = 2
 SUMS_ONLY_SHARE = 0.4  # the first 40% of warm-start steps see sums only (see data/arithmetic.py)
-
-
-def cache_root() -> Path:
-    base = os.environ.get("AENT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "aent")
-    return Path(base)
 
 
 def recipe(steps: int, seed: int) -> dict:
