@@ -64,6 +64,27 @@ def test_rollout_masks_and_logprob_alignment(policy):
         assert (stats["logp"][batch.response_mask == 0] == 0).all()
 
 
+def test_warm_start_boxes_part_of_its_answers_and_prose_scores_zero(policy):
+    """The embedded default leaves RL the \\boxed{} format to learn: its samples mix boxed answers
+    (graded) with prose ones ("it is 95"), which the reward rejects even when the number is right."""
+    from aent_cli.data.arithmetic import boxed_response, prose_response, test_problems
+    from aent_cli.rewards import math_reward
+
+    assert math_reward(prose_response("95"), "95") == 0.0 and math_reward(boxed_response("95"), "95") == 1.0
+    cfg, model, tokenizer = policy
+    problems = [p for p in test_problems() if "*" not in p.problem][:24]
+    torch.manual_seed(0)
+    generated = build_rollout(cfg.rollout, model, tokenizer).generate(
+        [p.problem for p in problems], SamplingParams(n=4, temperature=1.0, max_new_tokens=16))
+    texts = [c.text for g in generated for c in g.completions]
+    boxed = sum(t.startswith("\\boxed{") for t in texts) / len(texts)
+    prose = sum(t.startswith("it is ") for t in texts) / len(texts)
+    assert 0.25 < boxed < 0.75 and 0.25 < prose < 0.75 and boxed + prose > 0.95, texts
+    right_in_prose = [(c.text, p.answer) for g, p in zip(generated, problems) for c in g.completions
+                      if c.text == prose_response(p.answer)]
+    assert right_in_prose and all(math_reward(text, answer) == 0.0 for text, answer in right_in_prose)
+
+
 def test_advantages_broadcast_to_every_token():
     algo = compose_config(["algo=grpo"]).algo
     logp = torch.randn(3, 5)
@@ -103,7 +124,7 @@ def test_run_logs_metrics_and_follows_the_lambda_rule(small_run):
 
 
 def test_reward_rises_on_a_short_seeded_run(small_run, tmp_path):
-    """GRPO on a fixed batch of two-digit sums (the warm-started model's weakest sums): reward climbs."""
+    """GRPO on a fixed batch of two-digit sums: reward climbs (the policy learns to box its answers)."""
     from aent_cli.data.arithmetic import arithmetic_problems
 
     data = tmp_path / "sums.jsonl"
@@ -112,7 +133,7 @@ def test_reward_rises_on_a_short_seeded_run(small_run, tmp_path):
     sums = two_digit[:8]
     data.write_text("".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in sums))
     overrides = small_run + [f"data.train={data}", "data.shuffle=false", "trainer.steps=14", "trainer.batch_size=8",
-                             "trainer.mini_batch_size=8", "rollout.n=8", "algo=grpo"]
+                             "trainer.mini_batch_size=8", "rollout.n=8", "algo=grpo", "trainer.lr=3e-4"]
     result = _train(overrides)
     rewards = [h["reward/mean"] for h in result.history]
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3

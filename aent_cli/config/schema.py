@@ -112,7 +112,7 @@ class RewardConfig:
 
 @dataclass
 class TrainerConfig:
-    steps: int = 30  # global steps (Algorithm 1 iterations)
+    steps: int = 60  # global steps (Algorithm 1 iterations)
     batch_size: int = 8  # queries per step
     mini_batch_size: int = 8  # queries per optimiser step
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation below it)
@@ -128,8 +128,8 @@ class TrainerConfig:
     zero_stage: int = 2
     bf16: bool = False
     cpu_offload: bool = False
-    val_every: int = 10  # steps between val/acc measurements (also at step 0 and the end); 0 = no validation
-    val_n: int = 1  # samples per val problem
+    val_every: int = 20  # steps between val/acc measurements (also at step 0 and the end); 0 = no validation
+    val_n: int = 4  # samples per val problem (val/acc is avg@val_n)
     output_dir: str = "runs"
     run_name: Optional[str] = None
     checkpoint_every: int = 0  # 0 = only at the end

@@ -2,9 +2,9 @@
 
 Prompts are plain strings like "47+8*6=" and reference answers are integers; a correct response is
 "\\boxed{95}". Difficulties are mixed so a small warm-started model is right on part of the
-held-out set and RL has room: sums of one- and two-digit numbers (easy: learned to ~95%) and
-a + b * c with two-digit a, b (hard: partly learned). Small transformers learn the sums through a
-sudden phase change that comes sooner on sums alone, so the warm start begins with them
+held-out set and RL has room: sums of one- and two-digit numbers (easy: mostly learned) and
+a + b * c with two-digit a, b (hard: rarely learned by the small model). Small transformers learn the
+sums through a sudden phase change that comes sooner on sums alone, so the warm start begins with them
 (`hard_share=0`) before mixing in the hard problems.
 The held-out (test) problems come from a fixed seed and are excluded from every train and
 warm-start draw, so val/acc measures problems the model never trained on.
@@ -17,8 +17,8 @@ from typing import FrozenSet, List
 
 from aent_cli.data.problem import Problem
 
-TASK_VERSION = 2
-HARD_SHARE = 0.6
+TASK_VERSION = 3
+HARD_SHARE = 0.3
 TEST_SIZE = 512
 _TEST_SEED = 424242
 
@@ -73,3 +73,9 @@ def arithmetic_problems(n: int, seed: int, split: str, hard_share: float = HARD_
 
 def boxed_response(answer: str) -> str:
     return "\\boxed{" + answer + "}"
+
+
+def prose_response(answer: str) -> str:
+    """The answer in words, "it is 95": right, but not in a form the reward reads (it takes the last
+    \\boxed{} or a bare expression, never prose), so it scores 0."""
+    return "it is " + answer

@@ -20,19 +20,24 @@ from typing import Callable, Optional
 import torch
 
 from aent_cli.cache import cache_root
-from aent_cli.data.arithmetic import TASK_VERSION, arithmetic_problems, boxed_response
+from aent_cli.data.arithmetic import TASK_VERSION, arithmetic_problems, boxed_response, prose_response
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 CHARS = "0123456789+-*/=()\\{}^., \nabcdefghijklmnopqrstuvwxyz"
 ARCH = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64)
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 SUMS_ONLY_SHARE = 0.4  # the first 40% of warm-start steps see sums only (see data/arithmetic.py)
+# Like a base model that follows the answer format only part of the time, the warm start answers
+# this share of its examples in prose ("it is 95"), which the reward does not accept: RL with the
+# verifiable reward then has to teach the \boxed{} format, as it does on real base models, besides
+# sharpening the arithmetic.
+PROSE_SHARE = 0.5
 
 
 def recipe(steps: int, seed: int) -> dict:
     return {"arch": ARCH, "chars": CHARS, "task": TASK_VERSION, "steps": steps, "seed": seed,
-            "batch": 64, "lr": 3e-3, "version": RECIPE_VERSION}
+            "batch": 64, "lr": 3e-3, "prose_share": PROSE_SHARE, "version": RECIPE_VERSION}
 
 
 def recipe_key(rec: dict) -> str:
@@ -62,12 +67,13 @@ def build_model(tokenizer, seed: int):
     return Qwen2ForCausalLM(config)
 
 
-def _sft_batch(tokenizer, problems):
+def _sft_batch(tokenizer, problems, in_prose):
     """Left-padded prompt+response+EOS ids, with labels only on the response (and EOS)."""
     rows, labels = [], []
-    for prob in problems:
+    for prob, prose in zip(problems, in_prose):
+        response = prose_response(prob.answer) if prose else boxed_response(prob.answer)
         p_ids = tokenizer.encode(prob.problem, add_special_tokens=False)
-        r_ids = tokenizer.encode(boxed_response(prob.answer), add_special_tokens=False) + [tokenizer.eos_token_id]
+        r_ids = tokenizer.encode(response, add_special_tokens=False) + [tokenizer.eos_token_id]
         rows.append(p_ids + r_ids)
         labels.append([-100] * len(p_ids) + r_ids)
     width = max(len(r) for r in rows)
@@ -85,13 +91,16 @@ def warm_start(model, tokenizer, steps: int, seed: int, progress: Optional[Calla
     sums_steps = int(steps * SUMS_ONLY_SHARE)
     problems = (arithmetic_problems(sums_steps * batch, seed, "warmstart", hard_share=0.0)
                 + arithmetic_problems((steps - sums_steps) * batch, seed + 1, "warmstart"))
+    style = random.Random(seed + 17)
+    in_prose = [style.random() < rec["prose_share"] for _ in problems]
     opt = torch.optim.AdamW(model.parameters(), lr=rec["lr"], weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     model.train()
     for step in range(steps):
-        ids, lab, attn = _sft_batch(tokenizer, problems[step * batch:(step + 1) * batch])
+        rows = slice(step * batch, (step + 1) * batch)
+        ids, lab, attn = _sft_batch(tokenizer, problems[rows], in_prose[rows])
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         loss = model(input_ids=ids, attention_mask=attn, position_ids=pos, labels=lab).loss
         opt.zero_grad(set_to_none=True)
