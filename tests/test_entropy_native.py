@@ -148,3 +148,13 @@ def test_the_kernel_is_built_once_and_cached(monkeypatch, tmp_path):
     stamp = built[0].stat().st_mtime_ns
     assert native.kernels() is not None
     assert built[0].stat().st_mtime_ns == stamp and len(list((tmp_path / "kernels").iterdir())) == 1
+
+
+def test_an_unwritable_cache_falls_back_to_the_torch_path(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # the cache root is a file: nothing can be created under it
+    monkeypatch.setenv("AENT_CACHE_DIR", str(blocker))
+    monkeypatch.setattr(native, "_state", {})
+    assert native.kernels() is None
+    x = logits(2, 300, seed=10)
+    torch.testing.assert_close(clamped_entropy(x, 0.5).double(), reference_clamped(x, 0.5), rtol=1e-5, atol=2e-5)

@@ -104,8 +104,11 @@ def kernels():
     with _lock:
         if "lib" not in _state:
             compiler = _compiler()
-            path = _build(compiler) if compiler else None
-            _state["lib"] = _load(path) if path else None
+            try:  # an unwritable cache or a broken toolchain only costs speed
+                path = _build(compiler) if compiler else None
+                _state["lib"] = _load(path) if path else None
+            except (OSError, subprocess.SubprocessError):
+                _state["lib"] = None
         return _state["lib"]
 
 
