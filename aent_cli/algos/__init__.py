@@ -1,4 +1,5 @@
 """Pure tensor functions: advantages, policy objectives, aggregation, entropies, coefficients.
 
-Nothing here imports the rest of aent: every function takes tensors (with masks) and numbers.
+Nothing here imports the rest of aent (but the leaf aent_cli.cache, for the compiled entropy
+kernels): every function takes tensors (with masks) and numbers.
 """
