@@ -170,6 +170,17 @@ def test_bad_data_line_stops_before_training(tmp_path, small_run):
     assert not (tmp_path / "runs").exists()
 
 
+def test_cli_run_outside_a_terminal_prints_plain_progress_lines(small_run):
+    """In a log file (not a terminal) progress is one plain line per step here (3 steps) plus the
+    summary table, instead of a bar only a terminal can redraw."""
+    result = runner.invoke(app, ["train"] + small_run + ["trainer.val_every=3"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("train ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert "reward" in lines[0] and "lambda" in lines[0] and "val" in lines[-1]
+    assert "val/acc" in result.output and "\r" not in result.output
+
+
 def test_bad_config_value_exits_2(small_run):
     result = runner.invoke(app, ["train", "algo.h_low=0.5", "algo.h_high=0.1"] + small_run)
     assert result.exit_code == 2 and "algo.h_low" in result.output

@@ -1,6 +1,7 @@
 """What a person watching the terminal sees: warm-start and training progress, a final summary."""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Dict, Iterator
 
@@ -12,6 +13,15 @@ SHOWN = (("reward", "reward/mean"), ("H", "actor/entropy"), ("H~", "actor/clampe
          ("lambda", "actor/entropy_coef"), ("val", "val/acc"))
 
 
+def _stats(metrics: Dict[str, float], last_val) -> str:
+    parts = []
+    for label, key in SHOWN:
+        value = last_val if key == "val/acc" else metrics.get(key)
+        if value is not None:
+            parts.append(f"{label} {value:.3g}")
+    return "  ".join(parts)
+
+
 class _StepProgress:
     def __init__(self, progress: Progress, task) -> None:
         self.progress, self.task = progress, task
@@ -19,12 +29,29 @@ class _StepProgress:
 
     def advance(self, step: int, metrics: Dict[str, float]) -> None:
         self.last_val = metrics.get("val/acc", self.last_val)
-        parts = []
-        for label, key in SHOWN:
-            value = self.last_val if key == "val/acc" else metrics.get(key)
-            if value is not None:
-                parts.append(f"{label} {value:.3g}")
-        self.progress.update(self.task, completed=step, stats="  ".join(parts))
+        self.progress.update(self.task, completed=step, stats=_stats(metrics, self.last_val))
+
+
+class _LineProgress:
+    """Output that is not a terminal (a log file, a Slurm job): a plain line about every 5% of the
+    run and at every validation, instead of a bar that only a terminal can redraw."""
+
+    def __init__(self, console: Console, label: str, total: int) -> None:
+        self.console, self.label, self.total = console, label, total
+        self.every = max(1, total // 20)
+        self.started = time.perf_counter()
+        self.last_val = None
+
+    def line(self, step: int, stats: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.console.print(f"{self.label} {step}/{self.total}  {elapsed:.0f}s  {stats}", highlight=False,
+                           soft_wrap=True)
+
+    def advance(self, step: int, metrics: Dict[str, float]) -> None:
+        validated = "val/acc" in metrics
+        self.last_val = metrics.get("val/acc", self.last_val)
+        if validated or step % self.every == 0 or step == self.total:
+            self.line(step, _stats(metrics, self.last_val))
 
 
 class _Silent:
@@ -47,6 +74,9 @@ class TrainConsole:
         if self.quiet:
             yield _Silent()
             return
+        if not self.console.is_terminal:
+            yield _LineProgress(self.console, "train", total)
+            return
         with self._progress() as progress:
             task = progress.add_task("train", total=total, completed=completed, stats="")
             yield _StepProgress(progress, task)
@@ -55,6 +85,13 @@ class TrainConsole:
         """A callback for the embedded model's one-time warm start (it takes a couple of minutes)."""
         if self.quiet:
             return lambda step, loss: None
+        if not self.console.is_terminal:
+            lines = _LineProgress(self.console, "warm start (first run only)", total)
+
+            def log_line(step: int, loss: float) -> None:
+                if step % lines.every == 0 or step == total:
+                    lines.line(step, f"loss {loss:.3f}")
+            return log_line
         progress = self._progress()
         task = progress.add_task("warm start (first run only)", total=total, stats="")
         progress.start()
