@@ -112,19 +112,15 @@ static inline __attribute__((always_inline)) vi lane_index(void) {
     return idx;
 }
 
-#ifdef PROFILE
-#include <time.h>
-double aent_prof[8];
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
-#define TICK(k) do { double _t = now(); aent_prof[k] += _t - _last; _last = _t; } while (0)
-#else
-#define TICK(k) do { } while (0)
-#endif
+/* Lanes of v (tokens base + lane) in the kept set (thr, cut): v > thr, or v == thr and index < cut. */
+static inline __attribute__((always_inline)) vi kept_lanes(vf v, vf thr, vi lanes, int64_t base, vi cut) {
+    return (v > thr) | ((v == thr) & ((lanes + (int32_t)base) < cut));
+}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Selection                                                                                      */
 
-static void sort_floats(float *a, int64_t n) { /* insertion sort for tiny arrays; else quickselect-based */
+static void sort_floats(float *a, int64_t n) { /* insertion sort: for the few values select_kth leaves */
     for (int64_t i = 1; i < n; i++) {
         float v = a[i];
         int64_t j = i - 1;
@@ -154,6 +150,11 @@ static float select_kth(float *a, int64_t n, int64_t k) {
     return a[k];
 }
 
+static inline __attribute__((always_inline)) int64_t bin_of(float v, float lo, float scale, int64_t bins) {
+    int64_t b = (int64_t)((v - lo) * scale);
+    return b < 0 ? 0 : (b > bins - 1 ? bins - 1 : b);
+}
+
 /* The k-th smallest (0-based) of a[0..n), all in [lo, hi): values are binned by an increasing
  * function of their value, the bin holding rank k is kept and ranked the same way, so each round
  * touches only the survivors. `work` holds n floats and n + 1 bin counts (as int32). */
@@ -164,19 +165,13 @@ static float rank_in_range(float *a, int64_t n, int64_t k, float lo, float hi, f
         int32_t *count = (int32_t *)(work + n);
         if (!(scale > 0.0f) || scale == INFINITY) break; /* lo == hi (ties) or a subnormal range */
         memset(count, 0, (bins + 1) * sizeof(int32_t));
-        for (int64_t i = 0; i < n; i++) {
-            int64_t b = (int64_t)((a[i] - lo) * scale);
-            count[b < 0 ? 0 : (b > bins - 1 ? bins - 1 : b)]++;
-        }
+        for (int64_t i = 0; i < n; i++) count[bin_of(a[i], lo, scale, bins)]++;
         int64_t b = 0, below = 0;
         while (below + count[b] <= k) below += count[b++];
         if (count[b] == n) break; /* no progress: the values are (nearly) equal */
         int64_t m = 0;
-        for (int64_t i = 0; i < n; i++) {
-            int64_t bi = (int64_t)((a[i] - lo) * scale);
-            bi = bi < 0 ? 0 : (bi > bins - 1 ? bins - 1 : bi);
-            if (bi == b) work[m++] = a[i];
-        }
+        for (int64_t i = 0; i < n; i++)
+            if (bin_of(a[i], lo, scale, bins) == b) work[m++] = a[i];
         memcpy(a, work, m * sizeof(float));
         lo = INFINITY, hi = -INFINITY; /* the survivors' own range (bin edges are only approximate) */
         for (int64_t i = 0; i < m; i++) { lo = a[i] < lo ? a[i] : lo; hi = a[i] > hi ? a[i] : hi; }
@@ -368,7 +363,7 @@ void aent_entropy_forward(const void *x, int dtype, int64_t row_begin, int64_t r
         int64_t i = 0, full = V - V % LANES;
         for (; i < full; i += LANES) {
             vf v = vload(y + i);
-            vi keep = (v > vt) | ((v == vt) & ((idx + (int32_t)i) < vcut));
+            vi keep = kept_lanes(v, vt, idx, i, vcut);
             vf d = v - vm;
             vf e = vselect(keep, vexp(d), vsplat(0.0f));
             z += e;
@@ -376,7 +371,7 @@ void aent_entropy_forward(const void *x, int dtype, int64_t row_begin, int64_t r
         }
         if (i < V) {
             vf v = load_tail(y + i, V - i, -INFINITY);
-            vi keep = ((v > vt) | ((v == vt) & ((idx + (int32_t)i) < vcut))) & (idx < (int32_t)(V - i));
+            vi keep = kept_lanes(v, vt, idx, i, vcut) & (idx < (int32_t)(V - i));
             vf d = vselect(keep, v - vm, vsplat(0.0f));
             vf e = vselect(keep, vexp(d), vsplat(0.0f));
             z += e;
@@ -406,17 +401,11 @@ void aent_entropy_backward(const void *x, int dtype, int64_t row_begin, int64_t 
             vf vlz = vsplat(log_z[r]), vmean = vsplat(mean[r]), vg = vsplat(g), vt = vsplat(thr[r]);
             vi idx = lane_index(), vcut = (vi){0} + (int32_t)cut[r];
             int64_t i = 0, full = V - V % LANES;
-            for (; i < full; i += LANES) {
-                vf v = vload(y + i);
-                vi keep = (v > vt) | ((v == vt) & ((idx + (int32_t)i) < vcut));
-                vf gi = vexp(v - vlz) * (vmean - v) * vg;
-                vstore(out + i, vselect(keep, gi, vsplat(0.0f)));
-            }
-            for (; i < V; i++) {
-                float v = y[i];
-                int keep = v > thr[r] || (v == thr[r] && i < cut[r]);
-                float p = expf(v - log_z[r]);
-                out[i] = keep ? p * (mean[r] - v) * g : 0.0f;
+            for (; i < V; i += LANES) { /* the tail is one padded vector, computed as the rest */
+                vf v = i < full ? vload(y + i) : load_tail(y + i, V - i, -INFINITY);
+                vf gi = vselect(kept_lanes(v, vt, idx, i, vcut), vexp(v - vlz) * (vmean - v) * vg, vsplat(0.0f));
+                if (i < full) vstore(out + i, gi);
+                else for (int64_t k = 0; k < V - i; k++) out[i + k] = gi[k];
             }
         }
         if (dtype == DTYPE_BF16) {
