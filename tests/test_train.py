@@ -68,7 +68,11 @@ def test_warm_start_boxes_part_of_its_answers_and_prose_scores_zero(policy):
     """The embedded default leaves RL the \\boxed{} format to learn: its samples mix boxed answers
     (graded) with prose ones ("it is 95"), which the reward rejects even when the number is right."""
     from aent_cli.data.arithmetic import boxed_response, prose_response, test_problems
-    from aent_cli.rewards import math_reward
+    from aent_cli.rewards import Grader
+
+    def math_reward(text, answer):  # the training reward: `strict` extraction (eval's `auto` reads prose)
+        with Grader(extractor="strict") as grader:
+            return grader.grade([text], [answer]).rewards[0]
 
     assert math_reward(prose_response("95"), "95") == 0.0 and math_reward(boxed_response("95"), "95") == 1.0
     cfg, model, tokenizer = policy

@@ -101,7 +101,10 @@ class RolloutConfig:
 
 @dataclass
 class RewardConfig:
-    extractor: str = "boxed"  # boxed | last_number
+    # strict (last \boxed{}, required) | auto (boxed, else the stated final answer) | last_number;
+    # null = each command's default: strict for `aent train` (reward and validation), auto for `aent eval`
+    extractor: Optional[str] = None
+    percent: str = "scale"  # scale: 25\% == 0.25 (Qwen2.5-Math's grader) | number: 25\% == 25 only
     correct: float = 1.0
     format_reward: float = 0.0  # added when an answer could be extracted at all
     timeout_s: float = 5.0  # hard limit per answer; a timeout scores 0 and is counted

@@ -16,7 +16,8 @@ _CHOICES = {
     "model.prompt_template": ("auto", "qwen_boxed", "chat", "plain"),
     "rollout.backend": ("hf", "vllm"),
     "rollout.mode": ("colocate", "server"),
-    "reward.extractor": ("boxed", "last_number"),
+    "reward.extractor": (None, "strict", "auto", "last_number"),  # null: train strict, eval auto
+    "reward.percent": ("scale", "number"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.backend": ("torch", "deepspeed"),
 }
@@ -38,7 +39,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
-            _fail(key, value, "one of " + ", ".join(choices))
+            _fail(key, value, "one of " + ", ".join("null" if c is None else c for c in choices))
 
     a, c, t, r = cfg.algo, cfg.algo.coef, cfg.trainer, cfg.rollout
     if not 0.0 <= a.p < 1.0:

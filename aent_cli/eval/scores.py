@@ -5,6 +5,7 @@ Plain functions on lists so the trainer's validation, `aent eval` and the tests 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from math import comb
 from typing import Dict, List, Optional, Sequence
 
@@ -24,6 +25,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 _TEXT_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mbox|mathbf)\{([^{}]*)\}")
 _SPACING = re.compile(r"\\[,!;: ]|\\q?quad|~")
+_SPACE_NOT_IN_NUMBER = re.compile(r"(?<!\d) +| +(?!\d)")
 _DEGREES = re.compile(r"\^\s*\{?\\circ\}?|°")
 
 
@@ -38,16 +40,28 @@ def normalize_answer(answer: Optional[str]) -> Optional[str]:
     s = _SPACING.sub("", s)
     s = _DEGREES.sub("", s)
     s = s.replace("\\displaystyle", "")
-    s = s.replace("$", "").replace(" ", "").rstrip(".")
+    s = _SPACE_NOT_IN_NUMBER.sub("", s.replace("$", "")).rstrip(".")  # "4 5" stays apart from 45
     if re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?", s):  # thousands separators, not tuples like 1,2
         s = s.replace(",", "")
-    try:
-        value = float(s)
-    except ValueError:
-        return s
-    if value != value or value in (float("inf"), float("-inf")):
-        return s
-    return repr(int(value)) if value == int(value) else repr(value)
+    return _exact_number(s) or s
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE]([-+]?)(\d{1,4})")
+_PLAIN_NUMBER = re.compile(r"([-+]?)(\d*)(?:\.(\d*))?")
+
+
+def _exact_number(s: str) -> Optional[str]:
+    """One spelling per decimal number, computed on the digits (never through float, which would
+    merge 98765432109876543210 and ...211): `+007.50` -> `7.5`, `-0.0` -> `0`. None if not a number."""
+    sci = _SCIENTIFIC.fullmatch(s)
+    if sci and abs(int(sci.group(1) + sci.group(2))) <= 100:  # 4.5e3 -> 4500, exactly (Decimal keeps every digit)
+        s = format(Decimal(s), "f")
+    m = _PLAIN_NUMBER.fullmatch(s)
+    if not m or not (m.group(2) or m.group(3)):
+        return None
+    whole, frac = m.group(2).lstrip("0") or "0", (m.group(3) or "").rstrip("0")
+    digits = whole + ("." + frac if frac else "")
+    return "-" + digits if m.group(1) == "-" and digits != "0" else digits
 
 
 def majority_index(extracted: Sequence[Optional[str]]) -> Optional[int]:

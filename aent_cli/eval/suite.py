@@ -71,14 +71,15 @@ def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, record
                     progress=None) -> Dict[str, BenchResult]:
     from aent_cli.data.prompts import render_prompt, resolve_template
     from aent_cli.models.loading import load_policy, resolve_device
-    from aent_cli.rewards import Grader
+    from aent_cli.rewards import EVAL_EXTRACTOR, Grader
     from aent_cli.rollout import build_rollout
 
     model, tokenizer = load_policy(cfg.model, resolve_device(cfg.trainer.device))
     backend = build_rollout(cfg.rollout, model, tokenizer)
     results: Dict[str, BenchResult] = {}
     try:
-        with Grader.from_config(cfg.reward) as grader:
+        with Grader.from_config(cfg.reward, default_extractor=EVAL_EXTRACTOR) as grader:
+            grader.start()  # its processes import math-verify while the first batch generates
             for source in plan.sources:
                 name = source.bench.name
                 problems = plan.problems[name]

@@ -1,76 +1,33 @@
-"""Final-answer extraction from model responses. Pure string functions: no sympy, safe anywhere."""
+"""Final-answer extraction from model responses. Pure string functions, linear in the response
+length: no sympy, safe anywhere, no time limit needed.
+
+Extractors (`reward.extractor`):
+
+- `strict`: the last complete `\\boxed{}`, required. A response without one has no answer. The
+  training reward's default, so RL keeps teaching the format.
+- `auto`: the boxes first (the last one, joined with the boxes just before it when only commas or
+  "and" separate them: `\\boxed{2}, \\boxed{7}` -> "2, 7"); without a box, the final answer as a
+  reader finds it (`final_answer.py`: a short bare answer, "the answer is ...", a closing display,
+  "So x = 5."); a hedge ("3 or 5") gets none. The `aent eval` default and `math_reward`'s.
+- `last_number`: the last number in the response.
+"""
 from __future__ import annotations
 
 import re
 from typing import Optional
 
-EXTRACTORS = ("boxed", "last_number")
+from aent_cli.rewards.boxes import BOX_CMD, final_boxes, last_boxed
+from aent_cli.rewards.final_answer import bare_answer, strip_math_delimiters, unboxed_answer
 
-# A response without \boxed counts as a bare answer only when it is this short and reads like math,
-# not prose ("0.5", "$\frac12$", "x = 3"; not "The answer is 5").
-_BARE_MAX_CHARS = 64
-_PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}\b")
-_TEXT_ARG = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")
-_BOX_CMD = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+EXTRACTORS = ("strict", "auto", "last_number")
+# Which extractor each command uses when `reward.extractor` is left unset (null).
+TRAIN_EXTRACTOR, EVAL_EXTRACTOR = "strict", "auto"
+
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
-
-def _match_braces(text: str, open_at: int) -> Optional[int]:
-    """Index of the `}` closing the `{` at `open_at`; escaped braces (`\\{`) do not count."""
-    depth, i = 0, open_at
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2  # skip the escaped character, so \{ and \} never change the depth
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
-
-
-def last_boxed(text: str) -> Optional[str]:
-    """Content of the last complete `\\boxed{...}` (or `\\fbox{...}`, `\\boxed x`), else None."""
-    for m in reversed(list(_BOX_CMD.finditer(text))):
-        i = m.end()
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            end = _match_braces(text, i)
-            if end is None:
-                continue  # truncated box (generation cut off): look for an earlier complete one
-            content = text[i + 1:end].strip()
-        elif i > m.end():
-            # `\boxed 5`: the argument runs to the end of the math span or line
-            content = re.split(r"[$\n]", text[i:], maxsplit=1)[0].strip()
-        else:
-            continue
-        if content:
-            return content
-    return None
-
-
-def strip_math_delimiters(text: str) -> str:
-    text = text.strip()
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if len(text) >= len(left) + len(right) and text.startswith(left) and text.endswith(right):
-            return text[len(left):len(text) - len(right)].strip()
-    return text
-
-
-def bare_answer(text: str) -> Optional[str]:
-    """The whole response as the answer when it is a short bare expression, else None."""
-    text = strip_math_delimiters(text)
-    if not text or len(text) > _BARE_MAX_CHARS or "\n" in text:
-        return None
-    if _PROSE.search(_TEXT_ARG.sub("", text)):
-        return None
-    return text
+__all__ = ["EXTRACTORS", "EVAL_EXTRACTOR", "TRAIN_EXTRACTOR", "bare_answer", "canonical", "extract_answer",
+           "last_boxed", "last_number", "strip_math_delimiters"]
 
 
 def last_number(text: str) -> Optional[str]:
@@ -79,24 +36,41 @@ def last_number(text: str) -> Optional[str]:
     return matches[-1] if matches else None
 
 
-def extract_answer(text: str, extractor: str = "boxed") -> Optional[str]:
-    """The final answer of a response, or None when it has none.
-
-    `boxed`: the last `\\boxed{}` (brace-matched), or the whole response when it is a bare answer
-    such as "0.5" or "$\\frac12$". `last_number`: the last number in the response.
-    """
-    if extractor == "boxed":
-        boxed = last_boxed(text)
-        if boxed is not None or _BOX_CMD.search(text):  # an empty or cut-off box is no answer
-            return boxed
-        return bare_answer(text)
-    if extractor == "last_number":
-        return last_number(text)
-    raise ValueError(f"unknown extractor {extractor!r}; expected one of {', '.join(EXTRACTORS)}")
+def check_extractor(extractor: str) -> str:
+    if extractor not in EXTRACTORS:
+        raise ValueError(f"unknown extractor {extractor!r}; expected one of {', '.join(EXTRACTORS)}")
+    return extractor
 
 
-_SPACING = re.compile(r"\\[,;:! ]|\\q?quad|\s+")
+def extract_answer(text: str, extractor: str = "auto") -> Optional[str]:
+    """The final answer of a response by the named extractor (see the module docstring), or None
+    when it has none. Raises ValueError for an unknown extractor."""
+    check_extractor(extractor)
+    if extractor == "strict":
+        return last_boxed(text)
+    if extractor == "auto":
+        if BOX_CMD.search(text):  # boxed: the boxes decide; an empty or cut-off box is no answer
+            return final_boxes(text)
+        return unboxed_answer(text)
+    return last_number(text)
+
+
+_SPACING = re.compile(r"\\[,;:! ]|\\q?quad(?![A-Za-z])")
 _SIZING = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])")
+_WHITESPACE = re.compile(r"\s+")
+_SPACED_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d])")
+
+
+def _space(m: re.Match) -> str:
+    # Whitespace is spelling, except between two digits ("4 5" is not 45) or after a command
+    # name before a letter ("\\pi r" is not "\\pir").
+    s, i, j = m.string, m.start(), m.end()
+    before, after = s[i - 1] if i else "", s[j] if j < len(s) else ""
+    if before.isdigit() and after.isdigit():
+        return " "
+    if before.isalpha() and after.isalpha() and re.search(r"\\[A-Za-z]+$", s[max(0, i - 32):i]):
+        return " "
+    return ""
 
 
 def canonical(answer: str) -> str:
@@ -105,5 +79,8 @@ def canonical(answer: str) -> str:
     s = answer.strip()
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = _SIZING.sub("", s)
-    s = _SPACING.sub("", s)
+    s = _SPACING.sub(" ", s)
+    s = _WHITESPACE.sub(" ", s).strip()
+    s = _SPACED_THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(" ", ""), s)  # 1 000 000
+    s = _WHITESPACE.sub(_space, s)
     return strip_math_delimiters(s).rstrip(".")

@@ -13,8 +13,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from aent_cli.rewards.extract import EXTRACTORS, extract_answer
+from aent_cli.rewards.extract import TRAIN_EXTRACTOR, check_extractor, extract_answer
 from aent_cli.rewards.fastpath import quick_verdict
+from aent_cli.rewards.normalize import PERCENT_MODES
 from aent_cli.rewards.pool import ERROR, OK, TIMEOUT, VerifierPool
 
 # An "answer" this long is a degenerate response, not a final answer: scored wrong without parsing.
@@ -41,31 +42,38 @@ class GradeBatch:
 class Grader:
     """Grades batches of responses; holds worker processes, so close it (or use `with`)."""
 
-    def __init__(self, extractor: str = "boxed", correct: float = 1.0, format_reward: float = 0.0,
-                 timeout_s: float = 5.0, workers: int = 0):
-        if extractor not in EXTRACTORS:
-            raise ValueError(f"unknown extractor {extractor!r}; expected one of {', '.join(EXTRACTORS)}")
+    def __init__(self, extractor: str = "auto", correct: float = 1.0, format_reward: float = 0.0,
+                 timeout_s: float = 5.0, workers: int = 0, percent: str = "scale"):
+        """extractor: strict | auto | last_number (`extract.py`); percent: scale | number
+        (`equivalence.py`); timeout_s: the hard limit per distinct answer, seconds."""
+        check_extractor(extractor)
+        if percent not in PERCENT_MODES:
+            raise ValueError(f"unknown percent mode {percent!r}; expected one of {', '.join(PERCENT_MODES)}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.extractor = extractor
+        self.percent = percent
         self.correct_reward = correct
         self.format_reward = format_reward
         self.timeout_s = timeout_s
         # workers=0 still uses one helper process: a thread could not be stopped on its deadline.
-        self._pool = VerifierPool(max(1, workers), timeout_s)
+        self._pool = VerifierPool(max(1, workers), timeout_s, percent)
         self._verdicts: "OrderedDict[Tuple[str, str], Tuple[bool, str]]" = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Grader":
-        """From a RewardConfig (dataclass or the composed DictConfig's `reward` node)."""
-        return cls(extractor=cfg.extractor, correct=cfg.correct, format_reward=cfg.format_reward,
-                   timeout_s=cfg.timeout_s, workers=cfg.workers)
+    def from_config(cls, cfg: Any, default_extractor: str = TRAIN_EXTRACTOR) -> "Grader":
+        """From a RewardConfig (dataclass or the composed DictConfig's `reward` node). An unset
+        (null) `extractor` takes the command's default: `strict` for training, `auto` for eval."""
+        return cls(extractor=cfg.extractor or default_extractor, correct=cfg.correct,
+                   format_reward=cfg.format_reward, timeout_s=cfg.timeout_s, workers=cfg.workers,
+                   percent=getattr(cfg, "percent", None) or "scale")
 
-    def start(self) -> None:
+    def start(self, wait: bool = False) -> None:
         """Start the grading processes ahead of the first batch (otherwise the first batch with a
-        pair for math-verify waits for them to import it)."""
-        self._pool.start()
+        pair for math-verify waits for them to import it, within its time limit). `wait=True`
+        returns only once they are ready."""
+        self._pool.start(wait)
 
     def worker_pids(self) -> List[int]:
         return self._pool.pids()
@@ -128,7 +136,8 @@ _default_lock = threading.Lock()
 
 
 def default_grader() -> Grader:
-    """A shared grader with the default settings (one helper process, 5 s limit), made on first use."""
+    """A shared grader with the default settings (`auto` extractor, one helper process, 5 s limit),
+    made on first use."""
     global _default
     with _default_lock:
         if _default is None:
@@ -137,5 +146,8 @@ def default_grader() -> Grader:
 
 
 def math_reward(response: str, answer: str) -> float:
-    """1.0 if the response's final answer (last \\boxed{}, or the bare response) equals `answer`."""
+    """1.0 if the response's final answer equals `answer`, else 0.0, graded as `aent eval` grades
+    by default (`auto` extractor, `scale` percent mode). Returns within the time limit (5 s, plus
+    extraction, which is linear in the response) even on a first call whose grading process is
+    still starting; a timeout scores 0 (`default_grader().grade` reports it)."""
     return float(default_grader().grade([response], [answer]).correct[0])

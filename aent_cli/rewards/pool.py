@@ -5,18 +5,29 @@ A process, not a thread, because the only reliable way to stop sympy inside a C-
 lines (`worker.py`), so nothing is pickled and the parent's `__main__` is never re-imported; they are
 started once, reused across batches, and a worker that passes its deadline is killed and replaced.
 Works from any thread of the parent.
+
+Workers never outlive the parent: each runs in its own session (process group), so a Ctrl-C at the
+terminal does not reach it, and asks the kernel for SIGKILL when its parent dies (Linux
+`PR_SET_PDEATHSIG`, see `worker.py`), even while it is stuck in C code. The kernel ties that signal
+to the thread that started the process, so every worker is started from one long-lived thread.
+
+Time limits: each pair gets `timeout_s` from when a worker takes it. A call that finds no worker
+ready (start-up: importing sympy) waits at most `timeout_s` for one; pairs still waiting then are
+scored as timeouts, so no call grades for longer than its limit (queued pairs aside).
 """
 from __future__ import annotations
 
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import weakref
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -25,6 +36,17 @@ _START_TIMEOUT_S = 120.0  # importing sympy on a loaded machine can take a while
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 OK, TIMEOUT, ERROR = "ok", "timeout", "error"
+PARENT_ENV = "AENT_GRADER_PARENT"  # the pid a worker must outlive no longer than
+
+_spawner: Optional[ThreadPoolExecutor] = None
+
+
+def _spawn(*args, **kwargs) -> subprocess.Popen:
+    """Popen from one thread that lives as long as this process (see the module docstring)."""
+    global _spawner
+    if _spawner is None:
+        _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aent-grader-spawner")
+    return _spawner.submit(subprocess.Popen, *args, **kwargs).result()
 
 
 class GraderError(RuntimeError):
@@ -43,10 +65,12 @@ class _Worker:
         env = dict(os.environ)
         # The child must import this package even from an uninstalled checkout.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        env[PARENT_ENV] = str(os.getpid())
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
+        self.proc = _spawn(
             [sys.executable, "-m", "aent_cli.rewards.worker", repr(timeout_s)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, bufsize=0,
+            start_new_session=True,
         )
         self.fd = self.proc.stdout.fileno()
         self.buffer = b""
@@ -58,8 +82,8 @@ class _Worker:
     def idle(self) -> bool:
         return self.ready and self.task is None
 
-    def send(self, index: int, predicted: str, reference: str, timeout_s: float) -> None:
-        line = json.dumps({"i": index, "pred": predicted, "ref": reference}) + "\n"
+    def send(self, index: int, predicted: str, reference: str, timeout_s: float, percent: str = "scale") -> None:
+        line = json.dumps({"i": index, "pred": predicted, "ref": reference, "percent": percent}) + "\n"
         self.task = index
         self.deadline = time.monotonic() + timeout_s
         self.proc.stdin.write(line.encode())
@@ -79,7 +103,10 @@ class _Worker:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own group: it and anything it started
+            except OSError:
+                self.proc.kill()
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
             try:
@@ -97,12 +124,14 @@ def _kill_all(workers: List[_Worker]) -> None:
 class VerifierPool:
     """`size` persistent worker processes; `run` checks (predicted, reference) pairs."""
 
-    def __init__(self, size: int, timeout_s: float):
+    def __init__(self, size: int, timeout_s: float, percent: str = "scale"):
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
         self.size = size
         self.timeout_s = timeout_s
+        self.percent = percent
         self._workers: List[_Worker] = []
+        self._startup_deadline = 0.0
         # Kills the workers when the pool is garbage-collected or the interpreter exits unclosed.
         self._finalizer = weakref.finalize(self, _kill_all, self._workers)
 
@@ -113,17 +142,40 @@ class VerifierPool:
         """Kill the workers (idempotent; a later `run` starts new ones)."""
         self._finalizer()
 
-    def start(self) -> None:
-        """Start the missing workers now without waiting for them: they import and warm up
-        math-verify (about a second) in the background, so the first batch that needs one does not."""
+    def start(self, wait: bool = False) -> None:
+        """Start the missing workers now: they import and warm up math-verify (about a second) in
+        the background, so the first batch that needs one does not. `wait=True` blocks until every
+        worker is ready (GraderError if one fails to start)."""
         if not self._finalizer.alive:
             self._finalizer = weakref.finalize(self, _kill_all, self._workers)
         while len(self._workers) < self.size:
             self._workers.append(_Worker(self.timeout_s))
+        while wait and not all(w.ready for w in self._workers):
+            starting = [w for w in self._workers if not w.ready]
+            wait_s = max(0.0, min(w.deadline for w in starting) - time.monotonic())
+            readable, _, _ = select.select([w.fd for w in starting], [], [], wait_s)
+            for worker in starting:
+                if worker.fd in readable:
+                    self._startup_messages(worker)
+                elif time.monotonic() >= worker.deadline:
+                    raise GraderError(f"a grading worker did not start within {_START_TIMEOUT_S:.0f} s")
+
+    @staticmethod
+    def _startup_messages(worker: _Worker) -> None:
+        messages = worker.read()
+        if messages is None:
+            raise GraderError(f"a grading worker failed to start: {worker.stderr_tail()}")
+        for msg in messages:
+            if "fatal" in msg:
+                raise GraderError(f"a grading worker failed to start: {msg['fatal']}")
+            if msg.get("ready"):
+                worker.ready = True
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
         self._workers[self._workers.index(worker)] = _Worker(self.timeout_s)
+        # pairs left waiting get a full limit for the new worker to come up
+        self._startup_deadline = time.monotonic() + self.timeout_s
 
     def run(self, pairs: Sequence[Tuple[str, str]]) -> List[Outcome]:
         if not pairs:
@@ -138,17 +190,29 @@ class VerifierPool:
         while len(self._workers) < self.size:
             self._workers.append(_Worker(self.timeout_s))
         remaining = len(pairs)
+        self._startup_deadline = time.monotonic() + self.timeout_s  # the longest wait for a worker
         while remaining:
+            if pending and not any(w.ready for w in self._workers) and time.monotonic() >= self._startup_deadline:
+                for index in pending:  # no worker came up within the limit: scored as timeouts
+                    results[index] = Outcome(False, TIMEOUT, f"no grading worker ready within {self.timeout_s:g} s")
+                remaining -= len(pending)
+                pending.clear()
+                continue
             for worker in list(self._workers):
                 if worker.idle and pending:
                     index = pending.popleft()
                     try:
-                        worker.send(index, *pairs[index], self.timeout_s)
+                        worker.send(index, *pairs[index], self.timeout_s, self.percent)
                     except OSError:  # died between tasks: retry the pair on a fresh worker
                         pending.appendleft(index)
                         self._replace(worker)
             waiting = [w for w in self._workers if not w.ready or w.task is not None]
-            wait_s = max(0.0, min(w.deadline for w in waiting) - time.monotonic())
+            if not waiting:
+                continue
+            deadlines = [w.deadline for w in waiting]
+            if pending and not any(w.ready for w in self._workers):
+                deadlines.append(self._startup_deadline)
+            wait_s = max(0.0, min(deadlines) - time.monotonic())
             readable, _, _ = select.select([w.fd for w in waiting], [], [], wait_s)
             for worker in [w for w in waiting if w.fd in readable]:
                 messages = worker.read()

@@ -4,12 +4,15 @@ Reads one JSON task per line on stdin, `{"i": 3, "pred": "...", "ref": "..."}`, 
 line on stdout, `{"i": 3, "ok": true}` or `{"i": 3, "error": "..."}`. It announces `{"ready": true}`
 once math-verify is imported and warm, so start-up never eats into a task's deadline. The parent
 enforces the deadline by killing this process; JSON instead of pickle because the inputs are model
-output. Exits at end of stdin (its parent has gone).
+output. Exits at end of stdin (its parent has gone), and is killed by the kernel the moment its
+parent dies (`PR_SET_PDEATHSIG`), even while stuck in C code that a Python thread could not stop.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import math
+import os
 import resource
 import signal
 import sys
@@ -37,6 +40,19 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (Linux); exit now if the parent is already gone."""
+    parent = os.environ.get("AENT_GRADER_PARENT")
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the CPU limit below still ends an orphan
+    if parent and os.getppid() != int(parent):  # the parent died before the line above ran
+        os._exit(0)
+
+
 def _send(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -46,6 +62,7 @@ def main(argv: list[str]) -> int:
     timeout_s = float(argv[1]) if len(argv) > 1 else 5.0
     # Ctrl-C reaches the whole process group; the parent handles it and closes its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     _set_limit(resource.RLIMIT_AS, _MEMORY_LIMIT)
     try:
         from aent_cli.rewards.equivalence import is_equivalent
@@ -60,7 +77,8 @@ def main(argv: list[str]) -> int:
         budget = math.ceil(_cpu_seconds() + _ORPHAN_CPU_FACTOR * timeout_s + 10)
         _set_limit(resource.RLIMIT_CPU, budget)
         try:
-            _send({"i": task["i"], "ok": is_equivalent(task["pred"], task["ref"])})
+            ok = is_equivalent(task["pred"], task["ref"], task.get("percent", "scale"))
+            _send({"i": task["i"], "ok": ok})
         except Exception as exc:  # noqa: BLE001 - any failure of a parse scores 0, counted
             _send({"i": task["i"], "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
     return 0

@@ -1,0 +1,108 @@
+"""`\\boxed{...}` spans of a response, found in one pass: time linear in the response length.
+
+A response is model output, so it can be anything: `\\boxed{` repeated a million times, braces that
+never close, a box inside a box. Every brace is matched once by a single stack pass (escaped braces
+`\\{`, `\\}` do not count), so finding every complete box costs O(length), not O(boxes x length).
+Pure string work: safe in the calling process, no time limit needed.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+BOX_CMD = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+# An escaped backslash or brace (consumed as a pair, so `\\{` is a backslash then a real brace), or a brace.
+_BRACE = re.compile(r"\\[\\{}]|[{}]")
+_BLANKS = re.compile(r"[ \t]*")
+_BARE_STOP = re.compile(r"[$\n]")
+# What may stand between boxes that together are one answer: `\boxed{2}, \boxed{7}`,
+# `$\boxed{(1,4)}$ and $\boxed{(4,1)}$`, `x = \boxed{2}; y = \boxed{3}`. Never "or": that is a hedge.
+_JOINER = re.compile(
+    r"(?:\s|\$|\\[()\[\]]|[,;&]|\\q?quad|\\[,;: ]|\\text\{\s*(?:and|,)?\s*\}|\band\b|\\text\{\s*and\s*\}"
+    r"|(?<![A-Za-z])[A-Za-z](?:_\{?\w+\}?)?\s*=)*")
+_MAX_JOIN_GAP = 40
+
+
+@dataclass(frozen=True)
+class Box:
+    start: int  # index of the backslash of `\boxed`
+    content_start: int
+    content_end: int  # exclusive; the closing brace (or the end of a bare `\boxed 5` argument)
+    end: int  # index just past the box
+
+
+def _closing_braces(text: str, start: int) -> Dict[int, int]:
+    """{index of `{`: index of its `}`} for every matched brace at or after `start`."""
+    close: Dict[int, int] = {}
+    stack: List[int] = []
+    for m in _BRACE.finditer(text, start):
+        tok = m.group()
+        if tok == "{":
+            stack.append(m.start())
+        elif tok == "}" and stack:
+            close[stack.pop()] = m.start()
+    return close
+
+
+def find_boxes(text: str) -> List[Box]:
+    """Every complete box in order of its `\\boxed` command; truncated ones (no closing brace,
+    as in a cut-off generation) are left out. `\\boxed 5` runs to the end of its math span or line."""
+    commands = list(BOX_CMD.finditer(text))
+    if not commands:
+        return []
+    close = _closing_braces(text, commands[0].end())
+    stops: Optional[List[int]] = None
+    boxes: List[Box] = []
+    for m in commands:
+        i = _BLANKS.match(text, m.end()).end()
+        if i < len(text) and text[i] == "{":
+            end = close.get(i)
+            if end is not None:
+                boxes.append(Box(m.start(), i + 1, end, end + 1))
+        elif i > m.end() and i < len(text):
+            if stops is None:  # positions of `$` and newlines, once, for every bare box
+                stops = [s.start() for s in _BARE_STOP.finditer(text)]
+            k = bisect.bisect_left(stops, i)
+            end = stops[k] if k < len(stops) else len(text)
+            boxes.append(Box(m.start(), i, end, end))
+    return boxes
+
+
+def _content(text: str, box: Box) -> str:
+    return text[box.content_start:box.content_end].strip()
+
+
+def last_boxed(text: str) -> Optional[str]:
+    """Content of the last complete non-empty `\\boxed{...}` (or `\\fbox{...}`, `\\boxed x`), else None."""
+    for box in reversed(find_boxes(text)):
+        content = _content(text, box)
+        if content:
+            return content
+    return None
+
+
+def final_boxes(text: str) -> Optional[str]:
+    """The last box together with the boxes just before it that are joined to it only by commas,
+    "and" or math delimiters (`\\boxed{2}, \\boxed{7}` -> "2, 7"), else the last box alone.
+    Repeats of one answer count once. None when there is no complete non-empty box."""
+    boxes = [b for b in find_boxes(text) if b.content_end > b.content_start]
+    while boxes and not _content(text, boxes[-1]):
+        boxes.pop()
+    if not boxes:
+        return None
+    run = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        gap_start, gap_end = box.end, run[0].start
+        if gap_end < gap_start or gap_end - gap_start > _MAX_JOIN_GAP:
+            break  # nested in the next box, or too far from it to be part of one answer
+        if _JOINER.fullmatch(text, gap_start, gap_end) is None:
+            break
+        run.insert(0, box)
+    parts: List[str] = []
+    for box in run:
+        content = _content(text, box)
+        if content and content not in parts:
+            parts.append(content)
+    return ", ".join(parts)
