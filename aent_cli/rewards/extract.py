@@ -55,7 +55,7 @@ def extract_answer(text: str, extractor: str = "auto") -> Optional[str]:
     return last_number(text)
 
 
-_SPACING = re.compile(r"\\[,;:! ]|\\q?quad(?![A-Za-z])")
+_SPACING = re.compile(r"\\\\|\\[,;:! ]|\\q?quad(?![A-Za-z])")  # a row break (two backslashes) is kept
 _SIZING = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])")
 _WHITESPACE = re.compile(r"\s+")
 _SPACED_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d])")
@@ -79,7 +79,7 @@ def canonical(answer: str) -> str:
     s = answer.strip()
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = _SIZING.sub("", s)
-    s = _SPACING.sub(" ", s)
+    s = _SPACING.sub(lambda m: m.group() if m.group() == "\\\\" else " ", s)
     s = _WHITESPACE.sub(" ", s).strip()
     s = _SPACED_THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(" ", ""), s)  # 1 000 000
     s = _WHITESPACE.sub(_space, s)

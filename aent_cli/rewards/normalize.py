@@ -23,7 +23,7 @@ _MARKDOWN = re.compile(r"\*\*|__")
 _PERCENT = re.compile(
     r"\s*(?:\\?%|\\text\{\s*(?:\\?%|percent(?:age)?)\s*\}|\bpercent(?:age)?\b|\\percent\b)\s*\.?\s*$", re.I)
 _SCIENTIFIC = re.compile(r"^(-?\d+(?:\.\d+)?)\s*[eE]\s*\+?(-?\d+)$")
-_SPACING = re.compile(r"\\[,;: !]|\\q?quad\b|~")
+_SPACING = re.compile(r"\\\\|\\[,;: !]|\\q?quad\b|~")  # a row break (two backslashes) is matched to be kept
 _SPACED_THOUSANDS = re.compile(r"^-?\d{1,3}(?: \d{3})+(?:\.\d+)?$")
 _SIDE_BY_SIDE = re.compile(r"(?<=\d)\s+(?=-?\d)")
 _RELATIONS = (("<=", "\\leq "), (">=", "\\geq "), ("!=", "\\neq "), ("≤", "\\leq "), ("≥", "\\geq "),
@@ -32,6 +32,10 @@ _BMATRIX = re.compile(r"\\(begin|end)\{[bB]matrix\}")
 _NUMBER_THEN_WORDS = re.compile(
     r"^(\\\$\s*)?(-?(?:\d+(?:[.,]\d+)*|\d*\.\d+))"
     r"(?:\s*(?:\\(?:text|mathrm|mbox)\s*\{\s*[A-Za-z][A-Za-z .]*\}|(?!(?:pi|ln|log|sin|cos|tan)\b)[A-Za-z]{2,}\.?)(?:\s*\^\s*\{?[23]\}?)?)+\s*$")
+
+
+def _space_or_row_break(m: re.Match) -> str:
+    return m.group() if m.group() == "\\\\" else " "
 
 
 def is_number_with_units(text: str) -> bool:
@@ -55,7 +59,7 @@ def prepare(answer: str) -> Prepared:
     for plain, latex in _RELATIONS:
         s = s.replace(plain, latex)
     s = _BMATRIX.sub(r"\\\1{pmatrix}", s)
-    s = _SPACING.sub(" ", s).strip()
+    s = _SPACING.sub(_space_or_row_break, s).strip()
     sci = _SCIENTIFIC.match(s)
     if sci:
         s = f"{sci.group(1)}\\times 10^{{{sci.group(2)}}}"

@@ -75,6 +75,8 @@ class _Worker:
         self.fd = self.proc.stdout.fileno()
         self.buffer = b""
         self.ready = False
+        self.served = False  # has taken a task since it became ready
+        self.spawned_at = time.monotonic()
         self.task: Optional[int] = None
         self.deadline = time.monotonic() + _START_TIMEOUT_S
 
@@ -82,10 +84,11 @@ class _Worker:
     def idle(self) -> bool:
         return self.ready and self.task is None
 
-    def send(self, index: int, predicted: str, reference: str, timeout_s: float, percent: str = "scale") -> None:
+    def send(self, index: int, predicted: str, reference: str, deadline: float, percent: str = "scale") -> None:
         line = json.dumps({"i": index, "pred": predicted, "ref": reference, "percent": percent}) + "\n"
         self.task = index
-        self.deadline = time.monotonic() + timeout_s
+        self.served = True
+        self.deadline = deadline
         self.proc.stdin.write(line.encode())
 
     def read(self) -> Optional[List[dict]]:
@@ -115,10 +118,11 @@ class _Worker:
                 pass
 
 
-def _kill_all(workers: List[_Worker]) -> None:
-    for worker in workers:
+def _kill_all(workers: List[_Worker], spare: List[_Worker]) -> None:
+    for worker in workers + spare:
         worker.kill()
     workers.clear()
+    spare.clear()
 
 
 class VerifierPool:
@@ -131,9 +135,12 @@ class VerifierPool:
         self.timeout_s = timeout_s
         self.percent = percent
         self._workers: List[_Worker] = []
-        self._startup_deadline = 0.0
+        self._wait_start = 0.0  # since when the pairs now waiting for a worker have waited
         # Kills the workers when the pool is garbage-collected or the interpreter exits unclosed.
-        self._finalizer = weakref.finalize(self, _kill_all, self._workers)
+        # One spare process, started with the workers, takes over at once from a worker killed on
+        # its deadline, so the pairs after a timeout do not wait for a start-up.
+        self._spare: List[_Worker] = []
+        self._finalizer = weakref.finalize(self, _kill_all, self._workers, self._spare)
 
     def pids(self) -> List[int]:
         return [w.proc.pid for w in self._workers]
@@ -146,10 +153,7 @@ class VerifierPool:
         """Start the missing workers now: they import and warm up math-verify (about a second) in
         the background, so the first batch that needs one does not. `wait=True` blocks until every
         worker is ready (GraderError if one fails to start)."""
-        if not self._finalizer.alive:
-            self._finalizer = weakref.finalize(self, _kill_all, self._workers)
-        while len(self._workers) < self.size:
-            self._workers.append(_Worker(self.timeout_s))
+        self._fill()
         while wait and not all(w.ready for w in self._workers):
             starting = [w for w in self._workers if not w.ready]
             wait_s = max(0.0, min(w.deadline for w in starting) - time.monotonic())
@@ -171,28 +175,34 @@ class VerifierPool:
             if msg.get("ready"):
                 worker.ready = True
 
+    def _fill(self) -> None:
+        """Start the missing workers and the spare (after a close, with a new exit hook)."""
+        if not self._finalizer.alive:
+            self._finalizer = weakref.finalize(self, _kill_all, self._workers, self._spare)
+        while len(self._workers) < self.size:
+            self._workers.append(_Worker(self.timeout_s))
+        if not self._spare:
+            self._spare.append(_Worker(self.timeout_s))
+
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
-        self._workers[self._workers.index(worker)] = _Worker(self.timeout_s)
-        # pairs left waiting get a full limit for the new worker to come up
-        self._startup_deadline = time.monotonic() + self.timeout_s
+        self._workers[self._workers.index(worker)] = self._spare.pop() if self._spare else _Worker(self.timeout_s)
+        self._spare.append(_Worker(self.timeout_s))
+        self._wait_start = time.monotonic()  # pairs left waiting get a full limit for the new worker
 
     def run(self, pairs: Sequence[Tuple[str, str]]) -> List[Outcome]:
         if not pairs:
             return []
-        if not self._finalizer.alive:  # closed earlier: start afresh, with a new exit hook
-            self._finalizer = weakref.finalize(self, _kill_all, self._workers)
+        self._fill()
         for worker in list(self._workers):
             if worker.task is not None:  # left busy by an interrupted run: its reply would be stale
                 self._replace(worker)
         results: List[Optional[Outcome]] = [None] * len(pairs)
         pending = deque(range(len(pairs)))
-        while len(self._workers) < self.size:
-            self._workers.append(_Worker(self.timeout_s))
         remaining = len(pairs)
-        self._startup_deadline = time.monotonic() + self.timeout_s  # the longest wait for a worker
+        self._wait_start = time.monotonic()
         while remaining:
-            if pending and not any(w.ready for w in self._workers) and time.monotonic() >= self._startup_deadline:
+            if pending and not any(w.ready for w in self._workers) and time.monotonic() >= self._wait_start + self.timeout_s:
                 for index in pending:  # no worker came up within the limit: scored as timeouts
                     results[index] = Outcome(False, TIMEOUT, f"no grading worker ready within {self.timeout_s:g} s")
                 remaining -= len(pending)
@@ -201,8 +211,11 @@ class VerifierPool:
             for worker in list(self._workers):
                 if worker.idle and pending:
                     index = pending.popleft()
+                    # A pair that waited for this worker to start has been on the clock since the
+                    # call began (or the last replacement, or the worker's start), not since now.
+                    since = max(self._wait_start, worker.spawned_at) if not worker.served else time.monotonic()
                     try:
-                        worker.send(index, *pairs[index], self.timeout_s, self.percent)
+                        worker.send(index, *pairs[index], since + self.timeout_s, self.percent)
                     except OSError:  # died between tasks: retry the pair on a fresh worker
                         pending.appendleft(index)
                         self._replace(worker)
@@ -211,7 +224,7 @@ class VerifierPool:
                 continue
             deadlines = [w.deadline for w in waiting]
             if pending and not any(w.ready for w in self._workers):
-                deadlines.append(self._startup_deadline)
+                deadlines.append(self._wait_start + self.timeout_s)
             wait_s = max(0.0, min(deadlines) - time.monotonic())
             readable, _, _ = select.select([w.fd for w in waiting], [], [], wait_s)
             for worker in [w for w in waiting if w.fd in readable]:
