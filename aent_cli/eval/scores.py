@@ -46,7 +46,7 @@ def normalize_answer(answer: Optional[str]) -> Optional[str]:
     return _exact_number(s) or s
 
 
-_SCIENTIFIC = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE]([-+]?)(\d{1,4})")
+_SCIENTIFIC = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE]([-+]?)(\d{1,4})")
 _PLAIN_NUMBER = re.compile(r"([-+]?)(\d*)(?:\.(\d*))?")
 
 

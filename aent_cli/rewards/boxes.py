@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 BOX_CMD = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 # An escaped backslash or brace (consumed as a pair, so `\\{` is a backslash then a real brace), or a brace.
@@ -46,28 +46,36 @@ def _closing_braces(text: str, start: int) -> Dict[int, int]:
     return close
 
 
-def find_boxes(text: str) -> List[Box]:
-    """Every complete box in order of its `\\boxed` command; truncated ones (no closing brace,
-    as in a cut-off generation) are left out. `\\boxed 5` runs to the end of its math span or line."""
+def boxes_from_the_end(text: str) -> Iterator[Box]:
+    """Every complete box, the last `\\boxed` command first; truncated ones (no closing brace, as
+    in a cut-off generation) are left out. `\\boxed 5` runs to the end of its math span or line.
+    A caller that stops early pays only for the commands it looked at (plus one brace pass)."""
     commands = list(BOX_CMD.finditer(text))
-    if not commands:
-        return []
-    close = _closing_braces(text, commands[0].end())
+    close: Dict[int, int] = {}
+    covered_from = len(text) + 1  # `close` holds the match of every brace at or after this index
     stops: Optional[List[int]] = None
-    boxes: List[Box] = []
-    for m in commands:
+    for m in reversed(commands):
         i = _BLANKS.match(text, m.end()).end()
         if i < len(text) and text[i] == "{":
+            if i < covered_from:
+                # The last box usually closes near the end: match the braces from it first, and
+                # only if an earlier box is asked for, every brace after the first command, once.
+                covered_from = i if covered_from > len(text) else commands[0].end()
+                close = _closing_braces(text, covered_from)
             end = close.get(i)
             if end is not None:
-                boxes.append(Box(m.start(), i + 1, end, end + 1))
+                yield Box(m.start(), i + 1, end, end + 1)
         elif i > m.end() and i < len(text):
             if stops is None:  # positions of `$` and newlines, once, for every bare box
                 stops = [s.start() for s in _BARE_STOP.finditer(text)]
             k = bisect.bisect_left(stops, i)
             end = stops[k] if k < len(stops) else len(text)
-            boxes.append(Box(m.start(), i, end, end))
-    return boxes
+            yield Box(m.start(), i, end, end)
+
+
+def find_boxes(text: str) -> List[Box]:
+    """Every complete box in order of its `\\boxed` command (see `boxes_from_the_end`)."""
+    return list(reversed(list(boxes_from_the_end(text))))
 
 
 def _content(text: str, box: Box) -> str:
@@ -76,7 +84,7 @@ def _content(text: str, box: Box) -> str:
 
 def last_boxed(text: str) -> Optional[str]:
     """Content of the last complete non-empty `\\boxed{...}` (or `\\fbox{...}`, `\\boxed x`), else None."""
-    for box in reversed(find_boxes(text)):
+    for box in boxes_from_the_end(text):
         content = _content(text, box)
         if content:
             return content
@@ -87,19 +95,20 @@ def final_boxes(text: str) -> Optional[str]:
     """The last box together with the boxes just before it that are joined to it only by commas,
     "and" or math delimiters (`\\boxed{2}, \\boxed{7}` -> "2, 7"), else the last box alone.
     Repeats of one answer count once. None when there is no complete non-empty box."""
-    boxes = [b for b in find_boxes(text) if b.content_end > b.content_start]
-    while boxes and not _content(text, boxes[-1]):
-        boxes.pop()
-    if not boxes:
-        return None
-    run = [boxes[-1]]
-    for box in reversed(boxes[:-1]):
+    run: List[Box] = []
+    for box in boxes_from_the_end(text):
+        if not run:
+            if _content(text, box):
+                run.append(box)
+            continue
         gap_start, gap_end = box.end, run[0].start
         if gap_end < gap_start or gap_end - gap_start > _MAX_JOIN_GAP:
             break  # nested in the next box, or too far from it to be part of one answer
         if _JOINER.fullmatch(text, gap_start, gap_end) is None:
             break
         run.insert(0, box)
+    if not run:
+        return None
     parts: List[str] = []
     for box in run:
         content = _content(text, box)
