@@ -5,8 +5,8 @@
 Same work for every trainer: the embedded tiny Qwen2 (`load_policy`), the same arithmetic prompts in
 the same order (aent's own query sampler), G completions per prompt, the same max new tokens,
 temperature 1 / top-p 1, one AdamW update per step over the whole batch (same lr, betas, grad
-clip), the PPO clip 0.2, no KL, fp32, no gradient checkpointing, and `aent_cli.rewards.math_reward`
-as the reward (aent grades through its batched Grader, TRL calls math_reward per completion).
+clip), the PPO clip 0.2, no KL, fp32, no gradient checkpointing, and aent's training reward
+(`strict` extraction) as the reward (aent grades through its batched Grader, TRL calls one per completion).
 The aent rows drive the library (`compose_config` -> `TrainingSetup` -> `train_step`, MLflow
 logging included) into a throwaway MLflow store; the TRL row is `GRPOTrainer.train()` without vLLM
 (loss_type grpo, beta 0), metrics logged every step.
@@ -117,7 +117,7 @@ def _trl_worker(args, entropy: bool, workdir: Path, chan: _Channel) -> None:
     from aent_cli.engine.sampler import QuerySampler
     from aent_cli.engine.setup import load_split
     from aent_cli.models.loading import load_policy
-    from aent_cli.rewards import default_grader, math_reward
+    from aent_cli.rewards import TRAIN_EXTRACTOR, Grader
 
     cfg = compose_config(_overrides(args, "grpo", workdir))
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -132,8 +132,11 @@ def _trl_worker(args, entropy: bool, workdir: Path, chan: _Channel) -> None:
     data = Dataset.from_dict({"prompt": [render_prompt(p.problem, template, tok) for p in rows],
                               "answer": [p.answer for p in rows]})
 
+    # aent's training reward (`strict` extraction; math_reward grades as `aent eval`, `auto`), per completion
+    grader = Grader(extractor=TRAIN_EXTRACTOR)
+
     def arithmetic_reward(prompts, completions, answer, **_):
-        return [math_reward(c, a) for c, a in zip(completions, answer)]
+        return [grader.grade([c], [a]).rewards[0] for c, a in zip(completions, answer)]
 
     config = GRPOConfig(
         output_dir=str(workdir / "trl"), per_device_train_batch_size=args.prompts * args.group,
@@ -166,7 +169,7 @@ def _trl_worker(args, entropy: bool, workdir: Path, chan: _Channel) -> None:
             self.started = time.perf_counter()
             return control
 
-    default_grader().start()  # its math-verify process warms up now, as aent's does in TrainingSetup
+    grader.start()  # its math-verify process warms up now, as aent's does in TrainingSetup
     lockstep = Lockstep()
     trainer = GRPOTrainer(model=model, reward_funcs=arithmetic_reward, args=config, train_dataset=data,
                           processing_class=tok, callbacks=[lockstep])
