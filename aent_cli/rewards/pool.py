@@ -30,12 +30,16 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Deque, List, Optional, Sequence, Tuple
 
 _START_TIMEOUT_S = 120.0  # importing sympy on a loaded machine can take a while; a hang cannot
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 OK, TIMEOUT, ERROR = "ok", "timeout", "error"
+# Pairs queued on a worker ahead of its answers, so it never idles waiting for this process to be
+# scheduled (a round trip per pair halved throughput on a loaded machine). Bytes stay well under
+# a pipe's 64 KiB buffer, so a write never blocks.
+_PIPELINE, _PIPELINE_BYTES = 8, 16 << 10
 PARENT_ENV = "AENT_GRADER_PARENT"  # the pid a worker must outlive no longer than
 
 _spawner: Optional[ThreadPoolExecutor] = None
@@ -77,19 +81,40 @@ class _Worker:
         self.ready = False
         self.served = False  # has taken a task since it became ready
         self.spawned_at = time.monotonic()
-        self.task: Optional[int] = None
-        self.deadline = time.monotonic() + _START_TIMEOUT_S
+        self.tasks: Deque[int] = deque()  # sent, not answered; the worker is running the first
+        self.sizes: Deque[int] = deque()  # bytes of each task in `tasks`
+        self.queued_bytes = 0
+        self.deadline = time.monotonic() + _START_TIMEOUT_S  # of the first task (or of the start-up)
+
+    @property
+    def task(self) -> Optional[int]:
+        return self.tasks[0] if self.tasks else None
 
     @property
     def idle(self) -> bool:
-        return self.ready and self.task is None
+        return self.ready and not self.tasks
+
+    @property
+    def can_take(self) -> bool:
+        return self.ready and len(self.tasks) < _PIPELINE and self.queued_bytes < _PIPELINE_BYTES
 
     def send(self, index: int, predicted: str, reference: str, deadline: float, percent: str = "scale") -> None:
-        line = json.dumps({"i": index, "pred": predicted, "ref": reference, "percent": percent}) + "\n"
-        self.task = index
+        """Queue a pair; `deadline` (time.monotonic()) applies if the worker starts it now."""
+        line = (json.dumps({"i": index, "pred": predicted, "ref": reference, "percent": percent}) + "\n").encode()
+        if not self.tasks:
+            self.deadline = deadline
+        self.tasks.append(index)
+        self.sizes.append(len(line))
         self.served = True
-        self.deadline = deadline
-        self.proc.stdin.write(line.encode())
+        self.queued_bytes += len(line)
+        self.proc.stdin.write(line)
+
+    def finish_first(self, started_next: float, timeout_s: float) -> int:
+        """The first task is answered; the next one (if any) started at `started_next`."""
+        self.queued_bytes -= self.sizes.popleft()
+        index = self.tasks.popleft()
+        self.deadline = started_next + timeout_s
+        return index
 
     def read(self) -> Optional[List[dict]]:
         """Complete messages available now; None when the process has exited."""
@@ -195,7 +220,7 @@ class VerifierPool:
             return []
         self._fill()
         for worker in list(self._workers):
-            if worker.task is not None:  # left busy by an interrupted run: its reply would be stale
+            if worker.tasks:  # left busy by an interrupted run: its replies would be stale
                 self._replace(worker)
         results: List[Optional[Outcome]] = [None] * len(pairs)
         pending = deque(range(len(pairs)))
@@ -209,17 +234,18 @@ class VerifierPool:
                 pending.clear()
                 continue
             for worker in list(self._workers):
-                if worker.idle and pending:
+                while worker.can_take and pending:
                     index = pending.popleft()
                     # A pair that waited for this worker to start has been on the clock since the
                     # call began (or the last replacement, or the worker's start), not since now.
                     since = max(self._wait_start, worker.spawned_at) if not worker.served else time.monotonic()
                     try:
                         worker.send(index, *pairs[index], since + self.timeout_s, self.percent)
-                    except OSError:  # died between tasks: retry the pair on a fresh worker
-                        pending.appendleft(index)
+                    except OSError:  # died between tasks: retry its pairs on a fresh worker
+                        pending.extendleft(reversed(worker.tasks))
                         self._replace(worker)
-            waiting = [w for w in self._workers if not w.ready or w.task is not None]
+                        break
+            waiting = [w for w in self._workers if not w.ready or w.tasks]
             if not waiting:
                 continue
             deadlines = [w.deadline for w in waiting]
@@ -232,8 +258,9 @@ class VerifierPool:
                 if messages is None:  # the process died (crash, memory or CPU limit)
                     if not worker.ready:
                         raise GraderError(f"a grading worker failed to start: {worker.stderr_tail()}")
-                    results[worker.task] = Outcome(False, ERROR, "worker process died")
+                    results[worker.tasks.popleft()] = Outcome(False, ERROR, "worker process died")
                     remaining -= 1
+                    pending.extendleft(reversed(worker.tasks))  # queued behind it: retried
                     self._replace(worker)
                     continue
                 for msg in messages:
@@ -241,11 +268,10 @@ class VerifierPool:
                         raise GraderError(f"a grading worker failed to start: {msg['fatal']}")
                     if msg.get("ready"):
                         worker.ready = True
-                    elif msg.get("i") == worker.task:
+                    elif worker.tasks and msg.get("i") == worker.task:
                         error = msg.get("error")
-                        results[worker.task] = Outcome(bool(msg.get("ok")), ERROR if error else OK,
-                                                       error or "")
-                        worker.task = None
+                        index = worker.finish_first(msg.get("t", time.monotonic()), self.timeout_s)
+                        results[index] = Outcome(bool(msg.get("ok")), ERROR if error else OK, error or "")
                         remaining -= 1
             now = time.monotonic()
             for worker in list(self._workers):
@@ -253,7 +279,8 @@ class VerifierPool:
                     continue
                 if not worker.ready:
                     raise GraderError(f"a grading worker did not start within {_START_TIMEOUT_S:.0f} s")
-                results[worker.task] = Outcome(False, TIMEOUT, f"over {self.timeout_s:g} s")
+                results[worker.tasks.popleft()] = Outcome(False, TIMEOUT, f"over {self.timeout_s:g} s")
                 remaining -= 1
+                pending.extendleft(reversed(worker.tasks))  # queued behind it: retried on the spare
                 self._replace(worker)
         return results  # type: ignore[return-value]

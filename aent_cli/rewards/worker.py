@@ -1,8 +1,9 @@
 """A grading worker process: `python -m aent_cli.rewards.worker TIMEOUT_S`.
 
 Reads one JSON task per line on stdin, `{"i": 3, "pred": "...", "ref": "..."}`, and answers one JSON
-line on stdout, `{"i": 3, "ok": true}` or `{"i": 3, "error": "..."}`. It announces `{"ready": true}`
-once math-verify is imported and warm, so start-up never eats into a task's deadline. The parent
+line on stdout, `{"i": 3, "ok": true, "t": T}` or `{"i": 3, "error": "...", "t": T}`; T is its
+time.monotonic() as it moves on to the next queued task (the parent's clock for that task). It
+announces `{"ready": true}` once math-verify is imported and warm. The parent
 enforces the deadline by killing this process; JSON instead of pickle because the inputs are model
 output. Exits at end of stdin (its parent has gone), and is killed by the kernel the moment its
 parent dies (`PR_SET_PDEATHSIG`), even while stuck in C code that a Python thread could not stop.
@@ -16,6 +17,7 @@ import os
 import resource
 import signal
 import sys
+import time
 
 # Address-space cap: a runaway expression fails with MemoryError (scored as an error) instead of
 # swapping the machine.
@@ -78,9 +80,9 @@ def main(argv: list[str]) -> int:
         _set_limit(resource.RLIMIT_CPU, budget)
         try:
             ok = is_equivalent(task["pred"], task["ref"], task.get("percent", "scale"))
-            _send({"i": task["i"], "ok": ok})
+            _send({"i": task["i"], "ok": ok, "t": time.monotonic()})
         except Exception as exc:  # noqa: BLE001 - any failure of a parse scores 0, counted
-            _send({"i": task["i"], "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            _send({"i": task["i"], "error": f"{type(exc).__name__}: {str(exc)[:200]}", "t": time.monotonic()})
     return 0
 
 
