@@ -7,6 +7,7 @@ separators, trailing periods, \\text{}, \\mathrm{}, LaTeX spacing).
 """
 import pytest
 
+from aent_cli.eval.scores import majority_correct, majority_index, normalize_answer
 from aent_cli.rewards import Grader
 
 RIGHT, WRONG = True, False
@@ -195,3 +196,30 @@ PUBLIC_KINDS = [
 def test_public_grader_kinds(graders):
     assert len(PUBLIC_KINDS) >= 40
     _check(graders["auto"], PUBLIC_KINDS)
+
+
+# Kind 8: maj@k keys. Different values never share a key (integers and long decimals stay exact);
+# spellings of one value do.
+@pytest.mark.parametrize("a,b", [
+    ("98765432109876543210", "98765432109876543211"),
+    ("0.1234567890123456789", "0.1234567890123456788"),
+    ("4 5", "45"),
+    ("1e5", "100001"),
+    ("9" * 5000, "9" * 4999 + "8"),  # past int()'s 4,300-digit limit
+])
+def test_majority_keys_keep_different_values_apart(a, b):
+    assert normalize_answer(a) != normalize_answer(b)
+
+
+@pytest.mark.parametrize("a,b", [
+    ("98765432109876543210", "098765432109876543210"), ("2.50", "2.5"), ("1e5", "100000"),
+    ("-0", "0"), ("1 000", "1000"), ("+7", "7"),
+])
+def test_majority_keys_join_spellings_of_one_value(a, b):
+    assert normalize_answer(a) == normalize_answer(b)
+
+
+def test_a_wrong_large_integer_cannot_decide_maj_at_k():
+    extracted = ["98765432109876543211", "98765432109876543210", "98765432109876543210"]
+    assert majority_index(extracted) == 1
+    assert majority_correct(extracted, [False, True, True])
