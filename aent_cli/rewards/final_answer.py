@@ -117,13 +117,20 @@ def _after_phrase(tail: str) -> Optional[str]:
 
 
 def _last_display(tail: str) -> Optional[str]:
-    displays = list(_DISPLAY.finditer(tail))
-    if not displays:
+    """The closing display: the last `\\]` (or `$$`) and the nearest opener before it, so an
+    earlier display left unclosed does not swallow it."""
+    best = None
+    for opener, closer in (("\\[", "\\]"), ("$$", "$$")):
+        end = tail.rfind(closer)
+        start = tail.rfind(opener, 0, end) if end > 0 else -1
+        if start >= 0 and (best is None or end > best[1]):
+            best = (start + len(opener), end, end + len(closer))
+    if best is None:
         return None
-    after = tail[displays[-1].end():].strip()
+    after = tail[best[2]:].strip()
     if "\n" in after or len(after) > 60:
         return None
-    return _span_text(displays[-1]) or None
+    return tail[best[0]:best[1]].strip() or None
 
 
 def _last_sentence(tail: str) -> Optional[str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 PERCENT_MODES = ("scale", "number")  # how a percentage compares with a plain number (`equivalence.py`)
 _DOLLAR = re.compile(r"(?<!\\)\$")
 _MARKDOWN = re.compile(r"\*\*|__")
+_STYLE = re.compile(r"\\(?:displaystyle|textstyle)(?![A-Za-z])")
 _PERCENT = re.compile(
     r"\s*(?:\\?%|\\text\{\s*(?:\\?%|percent(?:age)?)\s*\}|\bpercent(?:age)?\b|\\percent\b)\s*\.?\s*$", re.I)
 _SCIENTIFIC = re.compile(r"^(-?\d+(?:\.\d+)?)\s*[eE]\s*\+?(-?\d+)$")
@@ -51,7 +52,8 @@ class Prepared:
 
 def prepare(answer: str) -> Prepared:
     """The answer in a spelling math-verify reads (see the module docstring)."""
-    s = _MARKDOWN.sub("", _DOLLAR.sub("", answer)).strip().rstrip(".").strip()
+    s = _MARKDOWN.sub("", _DOLLAR.sub("", answer))
+    s = _STYLE.sub("", s).strip().rstrip(".").strip()
     percent = False
     m = _PERCENT.search(s)
     if m and m.start() > 0:
