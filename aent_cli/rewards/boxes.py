@@ -73,11 +73,6 @@ def boxes_from_the_end(text: str) -> Iterator[Box]:
             yield Box(m.start(), i, end, end)
 
 
-def find_boxes(text: str) -> List[Box]:
-    """Every complete box in order of its `\\boxed` command (see `boxes_from_the_end`)."""
-    return list(reversed(list(boxes_from_the_end(text))))
-
-
 def _content(text: str, box: Box) -> str:
     return text[box.content_start:box.content_end].strip()
 

@@ -32,7 +32,8 @@ _RELATIONS = (("<=", "\\leq "), (">=", "\\geq "), ("!=", "\\neq "), ("≤", "\\l
 _BMATRIX = re.compile(r"\\(begin|end)\{[bB]matrix\}")
 _NUMBER_THEN_WORDS = re.compile(
     r"^(\\\$\s*)?(-?(?:\d+(?:[.,]\d+)*|\d*\.\d+))"
-    r"(?:\s*(?:\\(?:text|mathrm|mbox)\s*\{\s*[A-Za-z][A-Za-z .]*\}|(?!(?:pi|ln|log|sin|cos|tan)\b)[A-Za-z]{2,}\.?)(?:\s*\^\s*\{?[23]\}?)?)+\s*$")
+    r"(?:\s*(?:\\(?:text|mathrm|mbox)\s*\{\s*[A-Za-z][A-Za-z .]*\}|(?!(?:pi|ln|log|sin|cos|tan)\b)[A-Za-z]{2,}\.?)"
+    r"(?:\s*\^\s*\{?[23]\}?)?)+\s*$")
 
 
 def _space_or_row_break(m: re.Match) -> str:

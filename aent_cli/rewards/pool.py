@@ -227,7 +227,8 @@ class VerifierPool:
         remaining = len(pairs)
         self._wait_start = time.monotonic()
         while remaining:
-            if pending and not any(w.ready for w in self._workers) and time.monotonic() >= self._wait_start + self.timeout_s:
+            no_worker = not any(w.ready for w in self._workers)
+            if pending and no_worker and time.monotonic() >= self._wait_start + self.timeout_s:
                 for index in pending:  # no worker came up within the limit: scored as timeouts
                     results[index] = Outcome(False, TIMEOUT, f"no grading worker ready within {self.timeout_s:g} s")
                 remaining -= len(pending)
