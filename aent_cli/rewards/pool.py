@@ -42,15 +42,15 @@ OK, TIMEOUT, ERROR = "ok", "timeout", "error"
 _PIPELINE, _PIPELINE_BYTES = 8, 16 << 10
 PARENT_ENV = "AENT_GRADER_PARENT"  # the pid a worker must outlive no longer than
 
-_spawner: Optional[ThreadPoolExecutor] = None
+_spawner: Optional[Tuple[int, ThreadPoolExecutor]] = None  # (owning pid, executor)
 
 
 def _spawn(*args, **kwargs) -> subprocess.Popen:
     """Popen from one thread that lives as long as this process (see the module docstring)."""
     global _spawner
-    if _spawner is None:
-        _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aent-grader-spawner")
-    return _spawner.submit(subprocess.Popen, *args, **kwargs).result()
+    if _spawner is None or _spawner[0] != os.getpid():  # a forked child does not inherit the thread
+        _spawner = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="aent-grader-spawner"))
+    return _spawner[1].submit(subprocess.Popen, *args, **kwargs).result()
 
 
 class GraderError(RuntimeError):
