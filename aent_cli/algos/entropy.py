@@ -9,7 +9,13 @@ the gradient the lowest-index tied tokens are the kept ones.
 Both functions take logits of any leading shape, compute in fp32 (bf16/fp16 are upcast per chunk; fp64
 stays fp64 so gradcheck can run), process `chunk_rows` rows at a time and save nothing of size [N, V]
 for backward beyond the input itself: backward recomputes each chunk's probabilities from the logits
-and a few numbers per row. Logits are assumed finite.
+and a few numbers per row.
+
+-inf logits (masked vocabularies, top-k / top-p filtered samplers) and rows whose range overflows
+(bf16 [3e38, -3e38]) follow 0 * log 0 = 0: a token of probability 0 adds nothing to the value and gets
+a gradient of exactly 0. The kernels run on every row; a row whose value comes out non-finite is
+computed again on a finite stand-in (see _finite_stand_in), so finite rows pay nothing for this.
+A row needs at least one finite logit; +inf or NaN logits give NaN.
 
 On CPU, fp32 and bf16 logits go to fused C kernels (entropy_native.py, csrc/entropy.c) when a C
 compiler is available. Otherwise, on CPU, the torch path below finds the kept set exactly, as
@@ -47,7 +53,8 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 # Autograd: forward keeps per-row (log-normaliser, mean logit, thr, cut); backward recomputes per chunk.
 # torch.exp is ~4-30x slower on arguments whose result is 0, subnormal or from -inf, so no exp here
 # sees one: dropped tokens get exp(-87) (below the precision of a sum >= 1) in forward and a zero
-# (x - mean) factor in backward, and a chunk whose sampled logits reach below the floor is clamped.
+# (x - mean) factor in backward, and a chunk whose logits reach below the floor (exact row minimum,
+# from the same pass as the maximum) is clamped.
 # --------------------------------------------------------------------------------------------------
 
 _EXP_FLOOR = -87.0  # exp(-87) = 1.6e-38, the smallest fp32 power of e that is still a normal number
@@ -59,13 +66,6 @@ def _chunk(logits: torch.Tensor, sl: slice, temperature: float, compute: torch.d
         x = x.to(compute)
         return x.div_(temperature) if temperature != 1.0 else x
     return x / temperature if temperature != 1.0 else x
-
-
-def _sampled_min(x: torch.Tensor) -> torch.Tensor:
-    """A cheap lower estimate of each row's minimum (a sample), only used to decide on clamping."""
-    if x.shape[1] < select.EXACT_BELOW:
-        return x.amin(-1, keepdim=True)
-    return x.index_select(1, select.sample_positions(x.shape[1], x.device)).amin(-1, keepdim=True)
 
 
 def _exp_(args: torch.Tensor, lowest: torch.Tensor) -> torch.Tensor:
@@ -87,18 +87,30 @@ class _Entropy(torch.autograd.Function):
             sl = slice(start, start + chunk)
             x = _chunk(logits, sl, temperature, compute)
             e = buf[: x.shape[0]]
-            m = x.amax(dim=-1, keepdim=True)
-            low[sl] = _sampled_min(x)
+            lowest, m = torch.aminmax(x, dim=-1, keepdim=True)  # one pass; the exact minimum
+            low[sl] = lowest
             if drop:
-                thr[sl], cut[sl] = select.kept_threshold(x, drop, m, scratch[:, : x.shape[0]], stats)
+                if bool(torch.isneginf(lowest).any()):  # the sampled bracket assumes finite logits
+                    thr[sl], cut[sl] = select.exact_threshold(x, drop)
+                else:
+                    thr[sl], cut[sl] = select.kept_threshold(x, drop, m, scratch[:, : x.shape[0]], stats)
                 select.masked_into(x, thr[sl], cut[sl], (m + _EXP_FLOOR).squeeze(1), e).sub_(m)
                 _exp_(e, thr[sl].unsqueeze(1) - m)
             else:
                 _exp_(torch.sub(x, m, out=e), low[sl] - m)
             z = e.sum(-1, keepdim=True)
-            mean[sl] = torch.linalg.vecdot(e, x).unsqueeze(-1) / z
             log_z[sl] = m + torch.log(z)
-            out[sl] = (log_z[sl] - mean[sl]).squeeze(-1)
+            if bool((lowest < m + _EXP_FLOOR).any()):
+                # -inf logits or a range beyond exp's: E[x] relative to the max, tokens below the
+                # floor (probability < 1e-38) weighing exactly 0: 0 * log 0 = 0, never -inf * 0 or
+                # an overflowing sum
+                rel = torch.threshold_(torch.sub(x, m), _EXP_FLOOR, 0.0)
+                centre = torch.linalg.vecdot(e, rel).unsqueeze(-1) / z
+                mean[sl] = m + centre
+                out[sl] = (torch.log(z) - centre).squeeze(-1)
+            else:
+                mean[sl] = torch.linalg.vecdot(e, x).unsqueeze(-1) / z
+                out[sl] = (log_z[sl] - mean[sl]).squeeze(-1)
         ctx.save_for_backward(logits, log_z, mean, low, thr, cut)
         ctx.drop, ctx.temperature, ctx.chunk = drop, temperature, chunk
         return out
@@ -128,6 +140,9 @@ class _Entropy(torch.autograd.Function):
             if ctx.drop:  # x := mean on dropped tokens, so their (x - mean) factor is exactly 0
                 select.masked_into(x, thr[sl], cut[sl], mean[sl].squeeze(1), g)
                 x = g
+            floor = log_z[sl] + _EXP_FLOOR
+            if bool((low[sl] < floor).any()):  # -inf / overflowing ranges: tokens of probability
+                x = torch.where(x >= floor, x, mean[sl], out=g)  # < 1e-38 get a zero (x - mean) factor
             # dH/dx_i = p_i * (mean - x_i); the sign of g decides which way round to subtract.
             positive = scale.squeeze(1) > 0
             if bool(positive.all()):
@@ -158,7 +173,26 @@ class _NativeEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         rows, log_z, mean, thr, cut = ctx.saved_tensors
-        return entropy_native.backward(rows, ctx.temperature, grad_out, log_z, mean, thr, cut), None, None, None
+        grad = entropy_native.backward(rows, ctx.temperature, grad_out, log_z, mean, thr, cut)
+        silent = grad_out == 0  # rows recomputed on a stand-in (non-finite here): exactly 0, not NaN * 0
+        if bool(silent.any()):
+            grad[silent] = 0
+        return grad, None, None, None
+
+
+_STAND_IN_GAP = 1000.0  # exp(-1000) is 0 in fp32 and fp64: a logit this far below the max has p = 0
+
+
+def _finite_stand_in(rows: torch.Tensor) -> torch.Tensor:
+    """rows [R, V] -> fp32/fp64 [R, V] with the same entropy, kept set and gradient, and no -inf or
+    overflowing range: every logit below floor = max - max(1000, |max| / 1024) (all -inf among them)
+    becomes floor. Those tokens have probability exactly 0 either way, so the value is unchanged; the
+    order among the rest is kept, and the replaced positions get a gradient of exactly 0 (where)."""
+    x = rows.to(_compute_dtype(rows))
+    finite = torch.isfinite(x)
+    top = torch.where(finite, x, -math.inf).amax(-1, keepdim=True).detach()
+    floor = top - torch.clamp(top.abs() / 1024, min=_STAND_IN_GAP)
+    return torch.where(x < floor, floor, x)
 
 
 def _apply(logits, drop_of_vocab, temperature: float, chunk_rows: Optional[int], stats=None) -> torch.Tensor:
@@ -178,9 +212,21 @@ def _apply(logits, drop_of_vocab, temperature: float, chunk_rows: Optional[int],
     if not rows.is_contiguous():
         rows = rows.contiguous()
     drop = drop_of_vocab(vocab)
+    out = _rows_entropy(rows, drop, float(temperature), int(chunk_rows), stats)
+    bad = ~torch.isfinite(out.detach())
+    if bool(bad.any()):  # -inf logits or an overflowing range: 0 * log 0 = 0 on a finite stand-in
+        idx = bad.nonzero().squeeze(1)
+        fixed = _rows_entropy(_finite_stand_in(rows.index_select(0, idx)), drop, float(temperature),
+                              int(chunk_rows), stats)
+        out = out.masked_fill(bad, 0.0).index_add(0, idx, fixed.to(out.dtype))
+    return out.reshape(lead)
+
+
+def _rows_entropy(rows: torch.Tensor, drop: int, temperature: float, chunk_rows: int, stats) -> torch.Tensor:
+    """rows [N, V] contiguous -> [N] entropies, by the C kernels where they run, else the torch path."""
     if entropy_native.supports(rows):
-        return _NativeEntropy.apply(rows, drop, float(temperature), stats).reshape(lead)
-    return _Entropy.apply(rows, drop, float(temperature), int(chunk_rows), stats).reshape(lead)
+        return _NativeEntropy.apply(rows, drop, temperature, stats)
+    return _Entropy.apply(rows, drop, temperature, chunk_rows, stats)
 
 
 def full_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_rows: Optional[int] = None) -> torch.Tensor:
