@@ -34,8 +34,12 @@ class TrainTracker:
         exp = store.experiment_id(self.client, cfg.tracking.experiment)
         run = self.client.create_run(exp, run_name=Path(run_dir).name, tags=all_tags)
         self.run_id = run.info.run_id
-        store.log_params(self.client, self.run_id, store.flatten(cfg))
-        self.client.log_artifact(self.run_id, str(Path(run_dir) / "config.yaml"))
+        try:
+            store.log_params(self.client, self.run_id, store.flatten(cfg))
+            self.client.log_artifact(self.run_id, str(Path(run_dir) / "config.yaml"))
+        except BaseException:  # never leave a RUNNING run with half its params behind
+            self.client.set_terminated(self.run_id, status="FAILED")
+            raise
 
     def log(self, metrics: Dict[str, float], step: int) -> None:
         self._pending.append((dict(metrics), step, int(time.time() * 1000)))
