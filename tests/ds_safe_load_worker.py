@@ -36,10 +36,11 @@ def main() -> None:
     report = {"unsafe": {f.name: torch.serialization.get_unsafe_globals_in_checkpoint(str(f)) for f in files}}
     backend.load_zero(root, "t")
     report["loaded"] = True
-    optim = [f for f in files if "optim" in f.name][0]
-    saved = torch.load(optim, weights_only=False)
+    target = next((f for f in files if "optim" in f.name), files[0])  # stage 0: all in the model states
+    saved = torch.load(target, weights_only=False)
     saved["payload"] = Payload()
-    torch.save(saved, optim)
+    torch.save(saved, target)
+    report["target"] = target.name
     try:
         backend.load_zero(root, "t")
         report["refused"] = None

@@ -213,3 +213,30 @@ def test_resume_finds_the_runs_own_store_from_another_directory(run, tmp_path, m
     assert result.exit_code == 0, result.output
     assert not (elsewhere / "mlflow.db").exists()
     assert status(tmp_path, run_dir) == "FINISHED"
+
+
+@pytest.mark.parametrize("stage", [0, 2, 3])
+def test_deepspeed_resume_reads_zero_files_without_unpickling_payloads(tmp_path, stage):
+    """DeepSpeed's own loader unpickles with weights_only=False; the backend's load_zero reads every
+    ZeRO file with weights_only=True and an allow-list: a real checkpoint loads, one whose optimizer
+    file carries a payload is refused naming the file, and the payload never runs (one CPU process,
+    bounded by a deadline)."""
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "ds_safe_load_worker.py"), str(tmp_path),
+                           str(stage), str(port)], env=env, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["loaded"] is True
+    if stage:  # ZeRO's optimizer files pickle DeepSpeed classes: the allow-list is needed
+        assert any(report["unsafe"].values())
+    assert report["refused"] and report["target"] in report["refused"]
+    assert "cannot be loaded safely" in report["refused"]
+    assert report["payload_ran"] is False

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -197,6 +198,14 @@ def _verify_without_manifest(ckpt: Path, state: Dict[str, Any]) -> Optional[str]
     return None
 
 
+def unsafe_load_reason(exc: Exception) -> str:
+    """The part of a refused torch.load(weights_only=True) that says why ("Unsupported global:
+    GLOBAL pathlib.Path.touch"), else the error's first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(exc).split()))
+    found = re.search(r"Unsupported global: GLOBAL [\w.]+", text)
+    return found.group(0) + " (pickled objects beyond tensors are never loaded)" if found else text[:160]
+
+
 def load_trainer_state(ckpt: Path) -> Dict[str, Any]:
     return json.loads((ckpt / "trainer_state.json").read_text())
 
@@ -246,8 +255,7 @@ def restore_checkpoint(ckpt: Path, model, optimizer, rank: int = 0) -> Dict[str,
         try:
             saved = torch.load(path, weights_only=True, map_location="cpu")
         except Exception as exc:  # not a torch file, or pickled objects beyond plain tensors
-            raise UserError(f"resume: {path} cannot be loaded safely "
-                            f"({' '.join(str(exc).split())[:160]})") from None
+            raise UserError(f"resume: {path} cannot be loaded safely: {unsafe_load_reason(exc)}") from None
         optimizer.load_state_dict(saved)
     state = load_trainer_state(ckpt)
     rng_file = ckpt / (f"rng_rank{rank}.safetensors" if rank else "rng.safetensors")

@@ -94,8 +94,9 @@ def safe_zero_load(path: str, map_location=None):
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # pickle.UnpicklingError for a refused global; others for bad files
-            raise UserError(f"resume: {path} cannot be loaded safely "
-                            f"({' '.join(str(exc).split())[:200]})") from None
+            from aent_cli.engine.checkpoint import unsafe_load_reason
+
+            raise UserError(f"resume: {path} cannot be loaded safely: {unsafe_load_reason(exc)}") from None
 
 
 class HostCopy:

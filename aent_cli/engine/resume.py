@@ -98,11 +98,23 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Optional[Iterable[
         elif touched and value != theirs.get(key):
             refused.append(f"{key}={value} (run: {theirs.get(key)})")
     if refused:
-        shown = ", ".join(refused[:8]) + (f" and {len(refused) - 8} more" if len(refused) > 8 else "")
         raise UserError(f"resume={cfg.trainer.resume}: these overrides would change what the run means and "
-                        f"cannot apply on resume: {shown}. Allowed on resume: {', '.join(RESUME_ALLOWED[:-1])} "
-                        "and eval settings not used in training; for the rest start a new run")
+                        f"cannot apply on resume: {_summary(refused)}. Allowed on resume: "
+                        f"{', '.join(RESUME_ALLOWED)} and eval settings not used in training; for the rest "
+                        "start a new run")
     return saved, applied
+
+
+def _summary(refused: List[str], per_group: int = 3) -> str:
+    """Up to `per_group` entries of each top-level section (algo, model, ...), then how many more."""
+    groups: Dict[str, List[str]] = {}
+    for item in refused:
+        groups.setdefault(item.split(".", 1)[0], []).append(item)
+    parts = []
+    for name, items in groups.items():
+        more = f" (+{len(items) - per_group} more {name}.*)" if len(items) > per_group else ""
+        parts.append(", ".join(items[:per_group]) + more)
+    return "; ".join(parts)
 
 
 def check_store(uri: str, run_id: str, resume: str) -> None:
