@@ -46,7 +46,7 @@ def ckpt(run_dir: Path, step: int) -> Path:
 
 
 def status(tmp_path: Path, run_dir: Path) -> str:
-    state = json.loads((ckpt(run_dir, 1) / "trainer_state.json").read_text())
+    state = json.loads(sorted(run_dir.glob("checkpoints/step_*/trainer_state.json"))[0].read_text())
     return store.client(f"sqlite:///{tmp_path}/mlflow.db").get_run(state["mlflow_run_id"]).info.status
 
 
@@ -171,8 +171,8 @@ def test_group_override_equal_to_the_default_is_still_refused_on_a_grpo_run(temp
     args = [f"tracking.uri=sqlite:///{root}/mlflow.db", f"trainer.output_dir={root}/runs", "trainer.run_name=G",
             "trainer.steps=1", *SHAPE]
     assert runner.invoke(app, ["train", "algo=grpo", *args]).exit_code == 0
-    refused(["train", f"resume={root}/runs/G", "trainer.steps=2", "algo=aent", *args], "algo.name=aent (run: grpo)")
-    result = runner.invoke(app, ["train", f"resume={root}/runs/G", "trainer.steps=2", *args])
+    refused(["train", f"resume={root}/runs/G", *args, "trainer.steps=2", "algo=aent"], "algo.name=aent (run: grpo)")
+    result = runner.invoke(app, ["train", f"resume={root}/runs/G", *args, "trainer.steps=2"])
     assert result.exit_code == 0, result.output  # continues as GRPO
     saved = json.loads((root / "runs" / "G" / "checkpoints" / "step_000002" / "trainer_state.json").read_text())
     client = store.client(f"sqlite:///{root}/mlflow.db")

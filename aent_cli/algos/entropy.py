@@ -58,6 +58,10 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 # --------------------------------------------------------------------------------------------------
 
 _EXP_FLOOR = -87.0  # exp(-87) = 1.6e-38, the smallest fp32 power of e that is still a normal number
+# A row whose logits span more than this holds -inf or values no softmax can weigh (|x| ~ 1e30): its
+# mean and gradient factor are taken relative to the max with such tokens weighing exactly 0
+# (0 * log 0 = 0), instead of 1e-38 * -inf = -inf or 0 * inf = NaN. Ordinary rows never get here.
+_WIDE_RANGE = 1e6
 
 
 def _chunk(logits: torch.Tensor, sl: slice, temperature: float, compute: torch.dtype) -> torch.Tensor:
@@ -100,7 +104,7 @@ class _Entropy(torch.autograd.Function):
                 _exp_(torch.sub(x, m, out=e), low[sl] - m)
             z = e.sum(-1, keepdim=True)
             log_z[sl] = m + torch.log(z)
-            if bool((lowest < m + _EXP_FLOOR).any()):
+            if bool((lowest < m - _WIDE_RANGE).any()):
                 # -inf logits or a range beyond exp's: E[x] relative to the max, tokens below the
                 # floor (probability < 1e-38) weighing exactly 0: 0 * log 0 = 0, never -inf * 0 or
                 # an overflowing sum
@@ -140,9 +144,9 @@ class _Entropy(torch.autograd.Function):
             if ctx.drop:  # x := mean on dropped tokens, so their (x - mean) factor is exactly 0
                 select.masked_into(x, thr[sl], cut[sl], mean[sl].squeeze(1), g)
                 x = g
-            floor = log_z[sl] + _EXP_FLOOR
-            if bool((low[sl] < floor).any()):  # -inf / overflowing ranges: tokens of probability
-                x = torch.where(x >= floor, x, mean[sl], out=g)  # < 1e-38 get a zero (x - mean) factor
+            if bool((low[sl] < log_z[sl] - _WIDE_RANGE).any()):  # -inf / overflowing ranges: tokens
+                floor = log_z[sl] + _EXP_FLOOR  # of probability < 1e-38 get a zero (x - mean) factor
+                x = torch.where(x >= floor, x, mean[sl], out=g)
             # dH/dx_i = p_i * (mean - x_i); the sign of g decides which way round to subtract.
             positive = scale.squeeze(1) > 0
             if bool(positive.all()):
