@@ -13,9 +13,10 @@ and a few numbers per row.
 
 -inf logits (masked vocabularies, top-k / top-p filtered samplers) and rows whose range overflows
 (bf16 [3e38, -3e38]) follow 0 * log 0 = 0: a token of probability 0 adds nothing to the value and gets
-a gradient of exactly 0. The kernels run on every row; a row whose value comes out non-finite is
-computed again on a finite stand-in (see _finite_stand_in), so finite rows pay nothing for this.
-A row needs at least one finite logit; +inf or NaN logits give NaN.
+a gradient of exactly 0. The torch path handles such rows in its own passes (rows spanning more
+than _WIDE_RANGE); with the C kernels, such rows (found by one min/max pass, ~1% of a call) go to
+the torch path, and any other row whose value comes out non-finite there is computed again on it. A row needs at least one
+finite logit; +inf or NaN logits give NaN.
 
 On CPU, fp32 and bf16 logits go to fused C kernels (entropy_native.py, csrc/entropy.c) when a C
 compiler is available. Otherwise, on CPU, the torch path below finds the kept set exactly, as
@@ -178,25 +179,10 @@ class _NativeEntropy(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         rows, log_z, mean, thr, cut = ctx.saved_tensors
         grad = entropy_native.backward(rows, ctx.temperature, grad_out, log_z, mean, thr, cut)
-        silent = grad_out == 0  # rows recomputed on a stand-in (non-finite here): exactly 0, not NaN * 0
+        silent = grad_out == 0  # rows recomputed on the torch path (non-finite here): 0, not NaN * 0
         if bool(silent.any()):
             grad[silent] = 0
         return grad, None, None, None
-
-
-_STAND_IN_GAP = 1000.0  # exp(-1000) is 0 in fp32 and fp64: a logit this far below the max has p = 0
-
-
-def _finite_stand_in(rows: torch.Tensor) -> torch.Tensor:
-    """rows [R, V] -> fp32/fp64 [R, V] with the same entropy, kept set and gradient, and no -inf or
-    overflowing range: every logit below floor = max - max(1000, |max| / 1024) (all -inf among them)
-    becomes floor. Those tokens have probability exactly 0 either way, so the value is unchanged; the
-    order among the rest is kept, and the replaced positions get a gradient of exactly 0 (where)."""
-    x = rows.to(_compute_dtype(rows))
-    finite = torch.isfinite(x)
-    top = torch.where(finite, x, -math.inf).amax(-1, keepdim=True).detach()
-    floor = top - torch.clamp(top.abs() / 1024, min=_STAND_IN_GAP)
-    return torch.where(x < floor, floor, x)
 
 
 def _apply(logits, drop_of_vocab, temperature: float, chunk_rows: Optional[int], stats=None) -> torch.Tensor:
@@ -216,21 +202,31 @@ def _apply(logits, drop_of_vocab, temperature: float, chunk_rows: Optional[int],
     if not rows.is_contiguous():
         rows = rows.contiguous()
     drop = drop_of_vocab(vocab)
-    out = _rows_entropy(rows, drop, float(temperature), int(chunk_rows), stats)
+    if not entropy_native.supports(rows):
+        return _Entropy.apply(rows, drop, float(temperature), int(chunk_rows), stats).reshape(lead)
+    lowest, highest = torch.aminmax(rows.detach(), dim=1)  # ~1% of a native call
+    wide = lowest < highest - _WIDE_RANGE  # -inf / overflowing rows: the C kernels give NaN there
+    if bool(wide.any()):
+        return _split_rows(rows, wide, drop, float(temperature), int(chunk_rows), stats).reshape(lead)
+    out = _NativeEntropy.apply(rows, drop, float(temperature), stats)
     bad = ~torch.isfinite(out.detach())
-    if bool(bad.any()):  # -inf logits or an overflowing range: 0 * log 0 = 0 on a finite stand-in
+    if bool(bad.any()):  # -inf logits or an overflowing range: those rows again on the torch path
         idx = bad.nonzero().squeeze(1)
-        fixed = _rows_entropy(_finite_stand_in(rows.index_select(0, idx)), drop, float(temperature),
-                              int(chunk_rows), stats)
+        fixed = _Entropy.apply(rows.index_select(0, idx), drop, float(temperature), int(chunk_rows), stats)
         out = out.masked_fill(bad, 0.0).index_add(0, idx, fixed.to(out.dtype))
     return out.reshape(lead)
 
 
-def _rows_entropy(rows: torch.Tensor, drop: int, temperature: float, chunk_rows: int, stats) -> torch.Tensor:
-    """rows [N, V] contiguous -> [N] entropies, by the C kernels where they run, else the torch path."""
-    if entropy_native.supports(rows):
-        return _NativeEntropy.apply(rows, drop, temperature, stats)
-    return _Entropy.apply(rows, drop, temperature, chunk_rows, stats)
+def _split_rows(rows: torch.Tensor, wide: torch.Tensor, drop: int, temperature: float, chunk_rows: int,
+                stats) -> torch.Tensor:
+    """[N] entropies: rows where `wide` on the torch path, the others on the C kernels."""
+    idx_wide, idx_rest = wide.nonzero().squeeze(1), (~wide).nonzero().squeeze(1)
+    out = _Entropy.apply(rows.index_select(0, idx_wide), drop, temperature, chunk_rows, stats)
+    result = torch.zeros(rows.shape[0], dtype=out.dtype, device=rows.device).index_add(0, idx_wide, out)
+    if idx_rest.numel():
+        rest = _NativeEntropy.apply(rows.index_select(0, idx_rest).contiguous(), drop, temperature, stats)
+        result = result.index_add(0, idx_rest, rest.to(out.dtype))
+    return result
 
 
 def full_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_rows: Optional[int] = None) -> torch.Tensor:
