@@ -4,10 +4,10 @@ backward: the same logits with and without a masked share, on the C kernels and 
     python benchmarks/bench_entropy_masked.py                 # N=256, V=151936, 0.2% masked, p=0.33
     python benchmarks/bench_entropy_masked.py --n 64 --repeats 5 --masked 0.5
 
-Rows with -inf come out of the C kernels non-finite and are computed again on a finite stand-in
-(entropy.py, _finite_stand_in), so a masked batch costs about twice an unmasked one there; the torch
-path handles them in its own passes. All cases run interleaved (repeat r of every case, then r + 1)
-so a shared machine slows them alike; figures are medians (best in brackets) in ms per call.
+Rows with -inf (found by one min/max pass) skip the C kernels and take the torch path, which handles
+them in its own passes (clamped: an exact kthvalue selection for those rows). All cases run
+interleaved (repeat r of every case, then r + 1) so a shared machine slows them alike; figures are
+medians (best in brackets) in ms per call.
 """
 from __future__ import annotations
 
