@@ -27,14 +27,14 @@ def sqlite_path(uri: str) -> Optional[Path]:
 
 
 def absolute_uri(uri: Optional[str] = None) -> str:
-    """tracking_uri(uri) with a relative SQLite path made absolute, so a resumed run finds the same
-    store from any working directory."""
+    """tracking_uri(uri) with a local store's path made absolute (SQLite file or file-store folder), so
+    sweep jobs and resumed runs in other working directories use the same store."""
     resolved = tracking_uri(uri)
-    path = sqlite_path(resolved)
-    if path is None or path.is_absolute() or str(path) == ":memory:":
-        return resolved
-    query = resolved[len(_SQLITE) + len(str(path)):] if resolved.startswith(_SQLITE + str(path)) else ""
-    return f"{_SQLITE}{path.resolve()}{query}"
+    if resolved.startswith(_SQLITE) and not resolved.startswith(_SQLITE + "/"):
+        return _SQLITE + str(Path(resolved[len(_SQLITE):]).expanduser().resolve())
+    if "://" not in resolved and not resolved.startswith("file:"):
+        return str(Path(resolved).expanduser().resolve())
+    return resolved
 
 
 def store_exists(uri: Optional[str] = None) -> bool:
