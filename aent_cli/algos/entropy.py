@@ -9,7 +9,14 @@ the gradient the lowest-index tied tokens are the kept ones.
 Both functions take logits of any leading shape, compute in fp32 (bf16/fp16 are upcast per chunk; fp64
 stays fp64 so gradcheck can run), process `chunk_rows` rows at a time and save nothing of size [N, V]
 for backward beyond the input itself: backward recomputes each chunk's probabilities from the logits
-and a few numbers per row. Logits are assumed finite.
+and a few numbers per row.
+
+-inf logits (masked vocabularies, top-k / top-p filtered samplers) and rows whose range overflows
+(bf16 [3e38, -3e38]) follow 0 * log 0 = 0: a token of probability 0 adds nothing to the value and gets
+a gradient of exactly 0. The torch path handles such rows in its own passes (rows spanning more
+than _WIDE_RANGE); with the C kernels, such rows (found by one min/max pass, ~1% of a call) go to
+the torch path, and any other row whose value comes out non-finite there is computed again on it. A row needs at least one
+finite logit; +inf or NaN logits give NaN.
 
 On CPU, fp32 and bf16 logits go to fused C kernels (entropy_native.py, csrc/entropy.c) when a C
 compiler is available. Otherwise, on CPU, the torch path below finds the kept set exactly, as
@@ -47,10 +54,15 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 # Autograd: forward keeps per-row (log-normaliser, mean logit, thr, cut); backward recomputes per chunk.
 # torch.exp is ~4-30x slower on arguments whose result is 0, subnormal or from -inf, so no exp here
 # sees one: dropped tokens get exp(-87) (below the precision of a sum >= 1) in forward and a zero
-# (x - mean) factor in backward, and a chunk whose sampled logits reach below the floor is clamped.
+# (x - mean) factor in backward, and a chunk whose logits reach below the floor (exact row minimum,
+# from the same pass as the maximum) is clamped.
 # --------------------------------------------------------------------------------------------------
 
 _EXP_FLOOR = -87.0  # exp(-87) = 1.6e-38, the smallest fp32 power of e that is still a normal number
+# A row whose logits span more than this holds -inf or values no softmax can weigh (|x| ~ 1e30): its
+# mean and gradient factor are taken relative to the max with such tokens weighing exactly 0
+# (0 * log 0 = 0), instead of 1e-38 * -inf = -inf or 0 * inf = NaN. Ordinary rows never get here.
+_WIDE_RANGE = 1e6
 
 
 def _chunk(logits: torch.Tensor, sl: slice, temperature: float, compute: torch.dtype) -> torch.Tensor:
@@ -59,13 +71,6 @@ def _chunk(logits: torch.Tensor, sl: slice, temperature: float, compute: torch.d
         x = x.to(compute)
         return x.div_(temperature) if temperature != 1.0 else x
     return x / temperature if temperature != 1.0 else x
-
-
-def _sampled_min(x: torch.Tensor) -> torch.Tensor:
-    """A cheap lower estimate of each row's minimum (a sample), only used to decide on clamping."""
-    if x.shape[1] < select.EXACT_BELOW:
-        return x.amin(-1, keepdim=True)
-    return x.index_select(1, select.sample_positions(x.shape[1], x.device)).amin(-1, keepdim=True)
 
 
 def _exp_(args: torch.Tensor, lowest: torch.Tensor) -> torch.Tensor:
@@ -87,18 +92,30 @@ class _Entropy(torch.autograd.Function):
             sl = slice(start, start + chunk)
             x = _chunk(logits, sl, temperature, compute)
             e = buf[: x.shape[0]]
-            m = x.amax(dim=-1, keepdim=True)
-            low[sl] = _sampled_min(x)
+            lowest, m = torch.aminmax(x, dim=-1, keepdim=True)  # one pass; the exact minimum
+            low[sl] = lowest
             if drop:
-                thr[sl], cut[sl] = select.kept_threshold(x, drop, m, scratch[:, : x.shape[0]], stats)
+                if bool(torch.isneginf(lowest).any()):  # the sampled bracket assumes finite logits
+                    thr[sl], cut[sl] = select.exact_threshold(x, drop)
+                else:
+                    thr[sl], cut[sl] = select.kept_threshold(x, drop, m, scratch[:, : x.shape[0]], stats)
                 select.masked_into(x, thr[sl], cut[sl], (m + _EXP_FLOOR).squeeze(1), e).sub_(m)
                 _exp_(e, thr[sl].unsqueeze(1) - m)
             else:
                 _exp_(torch.sub(x, m, out=e), low[sl] - m)
             z = e.sum(-1, keepdim=True)
-            mean[sl] = torch.linalg.vecdot(e, x).unsqueeze(-1) / z
             log_z[sl] = m + torch.log(z)
-            out[sl] = (log_z[sl] - mean[sl]).squeeze(-1)
+            if bool((lowest < m - _WIDE_RANGE).any()):
+                # -inf logits or a range beyond exp's: E[x] relative to the max, tokens below the
+                # floor (probability < 1e-38) weighing exactly 0: 0 * log 0 = 0, never -inf * 0 or
+                # an overflowing sum
+                rel = torch.threshold_(torch.sub(x, m), _EXP_FLOOR, 0.0)
+                centre = torch.linalg.vecdot(e, rel).unsqueeze(-1) / z
+                mean[sl] = m + centre
+                out[sl] = (torch.log(z) - centre).squeeze(-1)
+            else:
+                mean[sl] = torch.linalg.vecdot(e, x).unsqueeze(-1) / z
+                out[sl] = (log_z[sl] - mean[sl]).squeeze(-1)
         ctx.save_for_backward(logits, log_z, mean, low, thr, cut)
         ctx.drop, ctx.temperature, ctx.chunk = drop, temperature, chunk
         return out
@@ -128,6 +145,9 @@ class _Entropy(torch.autograd.Function):
             if ctx.drop:  # x := mean on dropped tokens, so their (x - mean) factor is exactly 0
                 select.masked_into(x, thr[sl], cut[sl], mean[sl].squeeze(1), g)
                 x = g
+            if bool((low[sl] < log_z[sl] - _WIDE_RANGE).any()):  # -inf / overflowing ranges: tokens
+                floor = log_z[sl] + _EXP_FLOOR  # of probability < 1e-38 get a zero (x - mean) factor
+                x = torch.where(x >= floor, x, mean[sl], out=g)
             # dH/dx_i = p_i * (mean - x_i); the sign of g decides which way round to subtract.
             positive = scale.squeeze(1) > 0
             if bool(positive.all()):
@@ -158,7 +178,11 @@ class _NativeEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         rows, log_z, mean, thr, cut = ctx.saved_tensors
-        return entropy_native.backward(rows, ctx.temperature, grad_out, log_z, mean, thr, cut), None, None, None
+        grad = entropy_native.backward(rows, ctx.temperature, grad_out, log_z, mean, thr, cut)
+        silent = grad_out == 0  # rows recomputed on the torch path (non-finite here): 0, not NaN * 0
+        if bool(silent.any()):
+            grad[silent] = 0
+        return grad, None, None, None
 
 
 def _apply(logits, drop_of_vocab, temperature: float, chunk_rows: Optional[int], stats=None) -> torch.Tensor:
@@ -178,9 +202,31 @@ def _apply(logits, drop_of_vocab, temperature: float, chunk_rows: Optional[int],
     if not rows.is_contiguous():
         rows = rows.contiguous()
     drop = drop_of_vocab(vocab)
-    if entropy_native.supports(rows):
-        return _NativeEntropy.apply(rows, drop, float(temperature), stats).reshape(lead)
-    return _Entropy.apply(rows, drop, float(temperature), int(chunk_rows), stats).reshape(lead)
+    if not entropy_native.supports(rows):
+        return _Entropy.apply(rows, drop, float(temperature), int(chunk_rows), stats).reshape(lead)
+    lowest, highest = torch.aminmax(rows.detach(), dim=1)  # ~1% of a native call
+    wide = lowest < highest - _WIDE_RANGE  # -inf / overflowing rows: the C kernels give NaN there
+    if bool(wide.any()):
+        return _split_rows(rows, wide, drop, float(temperature), int(chunk_rows), stats).reshape(lead)
+    out = _NativeEntropy.apply(rows, drop, float(temperature), stats)
+    bad = ~torch.isfinite(out.detach())
+    if bool(bad.any()):  # -inf logits or an overflowing range: those rows again on the torch path
+        idx = bad.nonzero().squeeze(1)
+        fixed = _Entropy.apply(rows.index_select(0, idx), drop, float(temperature), int(chunk_rows), stats)
+        out = out.masked_fill(bad, 0.0).index_add(0, idx, fixed.to(out.dtype))
+    return out.reshape(lead)
+
+
+def _split_rows(rows: torch.Tensor, wide: torch.Tensor, drop: int, temperature: float, chunk_rows: int,
+                stats) -> torch.Tensor:
+    """[N] entropies: rows where `wide` on the torch path, the others on the C kernels."""
+    idx_wide, idx_rest = wide.nonzero().squeeze(1), (~wide).nonzero().squeeze(1)
+    out = _Entropy.apply(rows.index_select(0, idx_wide), drop, temperature, chunk_rows, stats)
+    result = torch.zeros(rows.shape[0], dtype=out.dtype, device=rows.device).index_add(0, idx_wide, out)
+    if idx_rest.numel():
+        rest = _NativeEntropy.apply(rows.index_select(0, idx_rest).contiguous(), drop, temperature, stats)
+        result = result.index_add(0, idx_rest, rest.to(out.dtype))
+    return result
 
 
 def full_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_rows: Optional[int] = None) -> torch.Tensor:

@@ -87,7 +87,8 @@ def _interpolate(xs: np.ndarray, cs: np.ndarray, target: float) -> Tuple[np.ndar
     rows = np.arange(len(xs))
     side = (cs[:, 1] <= target).astype(np.int64)
     lo, hi, c_lo, c_hi = xs[rows, side], xs[rows, side + 1], cs[rows, side], cs[rows, side + 1]
-    linear = lo + (hi - lo) * np.clip((target - c_lo) / np.maximum(c_hi - c_lo, 1), 0, 1)
+    with np.errstate(invalid="ignore"):  # -inf bracket ends (masked vocabularies) give NaN, not taken
+        linear = lo + (hi - lo) * np.clip((target - c_lo) / np.maximum(c_hi - c_lo, 1), 0, 1)
     (x0, x1, x2), (c0, c1, c2) = xs.T, cs.T
     ok = (c0 < c1) & (c1 < c2) & np.isfinite(xs).all(1)
     d01, d02, d12 = np.minimum(c0 - c1, -1), np.minimum(c0 - c2, -1), np.minimum(c1 - c2, -1)

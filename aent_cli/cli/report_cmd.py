@@ -40,7 +40,7 @@ def report_command(
                              log_to=(experiment or cfg.tracking.experiment) if log else None, smooth_window=smooth)
     console.print(to_rich(result.table, title=f"{result.title}, checkpoint: {checkpoint}"))
     for path in result.files:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", markup=False)
     if result.run_id:
         console.print(f"MLflow report run: {result.run_id}")
 

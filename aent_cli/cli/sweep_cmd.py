@@ -40,14 +40,15 @@ def sweep_command(
 
 
 def print_jobs(plan, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{plan.name}: {len(plan.jobs)} job(s)", title_justify="left")
+    table = Table(title=escape(f"{plan.name}: {len(plan.jobs)} job(s)"), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("label")
     table.add_column("overrides", style="dim")
     for job in plan.jobs:
-        table.add_row(str(job.index), job.label, job.text)
+        table.add_row(str(job.index), escape(job.label), escape(job.text))  # user text: no markup
     console.print(table)
 
 
@@ -65,7 +66,8 @@ def execute(plan, jobs: int, dry_run: bool) -> None:
         return
     try:
         with user_errors():
-            result = run_sweep(plan, n_jobs=jobs, notify=lambda message: err.print(message, highlight=False))
+            result = run_sweep(plan, n_jobs=jobs,
+                               notify=lambda message: err.print(message, highlight=False, markup=False))
     except SweepInterrupted as stop:
         console.print(to_rich(for_terminal(stop.result.table), title=f"{stop.result.run_name} (interrupted)"))
         typer.echo(f"interrupted: finished jobs are kept; unfinished ones are marked KILLED "
@@ -73,9 +75,9 @@ def execute(plan, jobs: int, dry_run: bool) -> None:
         raise typer.Exit(code=130)
     console.print(to_rich(for_terminal(result.table), title=result.run_name))
     for path in result.files:
-        err.print(f"wrote {path}", highlight=False)
+        err.print(f"wrote {path}", highlight=False, markup=False)
     err.print(f"parent run {result.parent_run_id}: {len(result.outcomes)} job(s), status {result.status}",
-              highlight=False)
+              highlight=False, markup=False)
     if result.launch_error:
         typer.echo(f"error: the launcher stopped the sweep: {result.launch_error}", err=True)
     if result.failed:

@@ -17,8 +17,10 @@ def _shorthand(overrides: List[str]) -> List[str]:
 
 
 def train(overrides: Optional[List[str]]) -> None:
-    cfg = load_config(_shorthand(list(overrides or [])))
+    overrides = _shorthand(list(overrides or []))
+    cfg = load_config(overrides)
+    from aent_cli.engine.setup import RunContext
     from aent_cli.engine.trainer import run_training
 
     with user_errors():
-        run_training(cfg)
+        run_training(cfg, RunContext(overrides=overrides))

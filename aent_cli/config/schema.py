@@ -137,7 +137,8 @@ class TrainerConfig:
     run_name: Optional[str] = None
     checkpoint_every: int = 0  # 0 = only at the end
     keep_checkpoints: int = 2
-    resume: Optional[str] = None  # a run dir, or "latest"
+    resume: Optional[str] = None  # a run dir, one of its checkpoints/step_N folders, or "latest"
+    resume_fallback: bool = False  # a damaged latest checkpoint: resume from the newest intact one
     stop_after: Optional[int] = None  # end the process after this step (to test resume)
 
 

@@ -1,7 +1,13 @@
-"""Range checks that types alone cannot express. Each failure names the key, the value and the range."""
+"""Range checks that types alone cannot express. Each failure names the key, the value and the range.
+Also: every float is finite, and every config key is one MLflow can record as a param."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import math
+import posixpath
+import re
+from typing import Any, Iterator, Tuple
+
+from omegaconf import DictConfig, OmegaConf
 
 from aent_cli.errors import ConfigError
 
@@ -34,8 +40,53 @@ def _fail(key: str, value, allowed: str) -> None:
     raise ConfigError(f"{key}={value!r} is out of range: {allowed}")
 
 
+# MLflow's rule for param and metric names (mlflow.utils.validation, POSIX): these characters, a
+# normalised relative path, at most 250 characters. Checked here so a bad key (`notes={lr@bs:1}`) is
+# one line and exit 2 before any run exists, not an MlflowException half-way through logging params.
+_MLFLOW_KEY = re.compile(r"^[/\w.\- :]*$")
+_MLFLOW_KEY_MAX = 250
+
+
+def mlflow_key_problem(key: str) -> str:
+    """Why MLflow would reject `key` as a param / metric name ("" when it accepts it)."""
+    if not _MLFLOW_KEY.match(key):
+        return "MLflow keys may only contain letters, digits, _ - . : / and spaces"
+    norm = posixpath.normpath(key)
+    if norm != key or norm == "." or norm.startswith("..") or norm.startswith("/"):
+        return "MLflow keys must be plain relative paths (no leading /, no //, no . or .. parts)"
+    if len(key) > _MLFLOW_KEY_MAX:
+        return f"MLflow keys are at most {_MLFLOW_KEY_MAX} characters"
+    return ""
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """(dotted key, value) for every leaf of a plain container; list items as key[i] (values only)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, f"{prefix[:-1]}[{i}].")
+    else:
+        yield prefix[:-1], node
+
+
+def _check_keys_and_floats(cfg: DictConfig) -> None:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key, value in _leaves(data):
+        if "[" not in key:  # list items are one param (the list as text)
+            problem = mlflow_key_problem(key)
+            if problem:
+                raise ConfigError(f"config key {key!r} cannot be recorded: {problem}; rename it")
+        if key.startswith("notes.") or key == "notes":
+            continue  # free-form text for people
+        if isinstance(value, float) and not math.isfinite(value):
+            _fail(key, value, "a finite number")
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Raise ConfigError on the first out-of-range value; return cfg unchanged otherwise."""
+    _check_keys_and_floats(cfg)
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:

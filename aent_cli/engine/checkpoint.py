@@ -1,16 +1,24 @@
 """Checkpoints: model (safetensors), optimizer (torch tensors, loaded with weights_only=True), RNG
 states (safetensors) and everything else as plain JSON, written to a temporary folder and renamed,
-so a crash mid-write never leaves a broken latest checkpoint."""
+so a crash mid-write never leaves a broken latest checkpoint.
+
+trainer_state.json, written last, lists every other file with its size and SHA-256
+(`files`), so a missing, truncated or replaced file is found before anything is loaded
+(verify_checkpoint), and weights load strictly: every tensor of the model present, none extra,
+shapes equal (check_model_weights, restore_checkpoint)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from aent_cli.errors import UserError
@@ -67,7 +75,7 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, state
     save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
     if write_extra is not None:
         write_extra(tmp)
-    full_state = {**state, "step": step, "python_random": list(random.getstate())}
+    full_state = {**state, "step": step, "python_random": list(random.getstate()), "files": _manifest(tmp)}
     (tmp / "trainer_state.json").write_text(json.dumps(full_state, indent=2))
     if final.exists():
         shutil.rmtree(final)
@@ -86,41 +94,169 @@ def _prune(root: Path, keep: int, newest: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") else _sha_loop(f)
+
+
+def _sha_loop(f) -> str:  # Python 3.10
+    digest = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 24), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(directory: Path) -> Dict[str, Dict[str, Any]]:
+    """{relative path: {"bytes": size, "sha256": hex}} for every file under directory."""
+    return {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def step_checkpoints(run_dir: Path) -> List[Path]:
+    """The run's checkpoint folders, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
+
+
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The checkpoint the `latest` pointer names, or (pointer lost) the newest step folder."""
     pointer = Path(run_dir) / "checkpoints" / LATEST
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "trainer_state.json").is_file() else None
+    if pointer.is_file():
+        path = pointer.parent / pointer.read_text().strip()
+        if path.is_dir():
+            return path
+    steps = step_checkpoints(run_dir)
+    return steps[-1] if steps else None
 
 
-def find_run_dir(resume: str, output_dir: str) -> Path:
-    """`resume` is a run directory, or "latest": the newest run under output_dir with a checkpoint."""
+def find_run_dir(resume: str, output_dir: str) -> tuple[Path, Optional[Path]]:
+    """(run directory, checkpoint) for `resume`: a run directory (its latest checkpoint), one of its
+    checkpoint folders (runs/R/checkpoints/step_000002), or "latest": the newest run under
+    output_dir with a checkpoint."""
     if resume == "latest":
         candidates = [d for d in Path(output_dir).glob("*") if d.is_dir() and latest_checkpoint(d)]
         if not candidates:
             raise UserError(f"resume=latest: no run with a checkpoint under {output_dir}/")
-        return max(candidates, key=lambda d: (latest_checkpoint(d) / "trainer_state.json").stat().st_mtime)
-    run_dir = Path(resume).expanduser()
-    if not run_dir.is_dir():
+        run_dir = max(candidates, key=lambda d: latest_checkpoint(d).stat().st_mtime)
+        return run_dir, latest_checkpoint(run_dir)
+    path = Path(resume).expanduser()
+    if path.is_dir() and path.parent.name == "checkpoints" and path.name.startswith("step_"):
+        return path.parent.parent, path
+    if not path.is_dir():
         raise UserError(f"resume={resume}: no such run directory")
-    if latest_checkpoint(run_dir) is None:
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
         raise UserError(f"resume={resume}: the run has no checkpoint to resume from")
-    return run_dir
+    return path, ckpt
+
+
+_REQUIRED_STATE = ("step", "python_random", "coef", "sampler", "mlflow_run_id")
+
+
+def verify_checkpoint(ckpt: Path) -> Optional[str]:
+    """What is wrong with this checkpoint's files ("model.safetensors: 1234 bytes, 5678 expected"),
+    or None when every file is there, whole and unchanged. Reads and hashes; loads nothing."""
+    state_file = Path(ckpt) / "trainer_state.json"
+    if not state_file.is_file():
+        return "trainer_state.json is missing"
+    try:
+        state = json.loads(state_file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"trainer_state.json is not valid JSON ({exc.__class__.__name__})"
+    if not isinstance(state, dict) or any(k not in state for k in _REQUIRED_STATE):
+        return "trainer_state.json lacks " + ", ".join(k for k in _REQUIRED_STATE if not isinstance(state, dict)
+                                                       or k not in state)
+    files = state.get("files")
+    if files is None:  # written before manifests: the files the loaders need, readable headers
+        return _verify_without_manifest(Path(ckpt), state)
+    for name, meta in files.items():
+        path = Path(ckpt) / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != meta["bytes"]:
+            return f"{name} is {size} bytes, {meta['bytes']} were written (truncated or replaced)"
+        if _sha256(path) != meta["sha256"]:
+            return f"{name} differs from the file written (SHA-256 mismatch: replaced or corrupted)"
+    return None
+
+
+def _verify_without_manifest(ckpt: Path, state: Dict[str, Any]) -> Optional[str]:
+    needed = ["rng.safetensors"] + ([] if state.get("backend") == "deepspeed" else ["optimizer.pt"])
+    shards = sorted(ckpt.glob("model*.safetensors"))
+    if not shards:
+        return "model.safetensors is missing"
+    for name in needed:
+        if not (ckpt / name).is_file():
+            return f"{name} is missing"
+    for path in shards + [ckpt / "rng.safetensors"]:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                list(f.keys())
+        except Exception as exc:  # safetensors raises its own error types for bad headers
+            return f"{path.name} is not a readable safetensors file ({' '.join(str(exc).split())[:120]})"
+    return None
+
+
+def unsafe_load_reason(exc: Exception) -> str:
+    """The part of a refused torch.load(weights_only=True) that says why ("Unsupported global:
+    GLOBAL pathlib.Path.touch"), else the error's first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(exc).split()))
+    found = re.search(r"Unsupported global: GLOBAL [\w.]+", text)
+    return found.group(0) + " (pickled objects beyond tensors are never loaded)" if found else text[:160]
 
 
 def load_trainer_state(ckpt: Path) -> Dict[str, Any]:
     return json.loads((ckpt / "trainer_state.json").read_text())
 
 
+def check_model_weights(ckpt: Path, model) -> None:
+    """Raise UserError unless the checkpoint's weight files hold exactly `model`'s tensors: every
+    name present (a tied alias counts as present when one of its names is), none extra, shapes equal.
+    Reads the safetensors headers only; `model` is the plain (not yet partitioned) module."""
+    found: Dict[str, tuple] = {}
+    shards = sorted(Path(ckpt).glob("model*.safetensors"))
+    for shard in shards:
+        try:
+            with safe_open(str(shard), framework="pt") as f:
+                for name in f.keys():
+                    found[name] = tuple(f.get_slice(name).get_shape())
+        except Exception as exc:
+            raise UserError(f"resume: {shard} is not a readable safetensors file "
+                            f"({' '.join(str(exc).split())[:120]})") from None
+    expected = model.state_dict()
+    aliases: Dict[tuple, List[str]] = {}
+    for name, tensor in expected.items():
+        aliases.setdefault((tensor.data_ptr(), tensor.dtype, tuple(tensor.shape)), []).append(name)
+    missing = [names[0] for names in aliases.values() if not any(n in found for n in names)]
+    extra = [name for name in found if name not in expected]
+    wrong = [f"{n} {list(found[n])} (model: {list(expected[n].shape)})" for n in found
+             if n in expected and found[n] != tuple(expected[n].shape)]
+    if missing or extra or wrong:
+        where = shards[0] if shards else Path(ckpt) / "model.safetensors"
+        parts = [f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+                 if missing else "", f"{len(extra)} unexpected ({', '.join(extra[:3])}"
+                 f"{', ...' if len(extra) > 3 else ''})" if extra else "",
+                 f"{len(wrong)} of another shape ({'; '.join(wrong[:2])})" if wrong else ""]
+        raise UserError(f"resume: {where} does not hold this model's weights: "
+                        + ", ".join(p for p in parts if p))
+
+
 def restore_checkpoint(ckpt: Path, model, optimizer, rank: int = 0) -> Dict[str, Any]:
-    """Load weights, optimizer and RNG states (this rank's) in place; return the JSON trainer state.
-    model / optimizer None: restored elsewhere (DeepSpeed's load_checkpoint)."""
+    """Load weights (strictly: check_model_weights), optimizer and RNG states (this rank's) in place;
+    return the JSON trainer state. model / optimizer None: restored elsewhere (DeepSpeed's
+    load_checkpoint). A file that cannot be read is a UserError naming it."""
     if model is not None:
+        check_model_weights(ckpt, model)
         for shard in sorted(ckpt.glob("model*.safetensors")):  # one file, or save_pretrained's shards
-            model.load_state_dict(load_file(str(shard)), strict=False)
+            model.load_state_dict(load_file(str(shard)), strict=False)  # names checked above
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
+        path = ckpt / "optimizer.pt"
+        try:
+            saved = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as exc:  # not a torch file, or pickled objects beyond plain tensors
+            raise UserError(f"resume: {path} cannot be loaded safely: {unsafe_load_reason(exc)}") from None
+        optimizer.load_state_dict(saved)
     state = load_trainer_state(ckpt)
     rng_file = ckpt / (f"rng_rank{rank}.safetensors" if rank else "rng.safetensors")
     _restore_rng(load_file(str(rng_file)), state["python_random"])

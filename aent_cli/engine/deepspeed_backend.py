@@ -76,6 +76,29 @@ def deepspeed_config(trainer_cfg, device: torch.device) -> Dict[str, Any]:
     return config
 
 
+def _zero_safe_globals() -> list:
+    """The classes DeepSpeed pickles into its ZeRO checkpoints besides tensors and containers: the
+    loss scaler, the ZeRO stage enum and the parameter-fragment records. Nothing else is unpickled."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def safe_zero_load(path: str, map_location=None):
+    """DeepSpeed's checkpoint_engine.load without arbitrary unpickling: torch.load(weights_only=True)
+    with _zero_safe_globals allowed. A file holding anything else (a pickled payload) is a UserError
+    naming it, before any of it runs."""
+    with torch.serialization.safe_globals(_zero_safe_globals()):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # pickle.UnpicklingError for a refused global; others for bad files
+            from aent_cli.engine.checkpoint import unsafe_load_reason
+
+            raise UserError(f"resume: {path} cannot be loaded safely: {unsafe_load_reason(exc)}") from None
+
+
 class HostCopy:
     """What save_model_dir reads from a model (config, generation_config, state_dict()), with the
     weights copied to CPU: DeepSpeed keeps them as views into flat buffers, which safetensors
@@ -212,11 +235,21 @@ class DeepSpeedBackend:
         zero_root = Path(ckpt).parent / ZERO_DIR
         if not tag or not (zero_root / tag).is_dir():
             raise UserError(f"resume: {ckpt} has no DeepSpeed ZeRO checkpoint (expected {zero_root}/{tag})")
-        loaded, _ = self.engine.load_checkpoint(str(zero_root), tag=tag, load_optimizer_states=True,
-                                                load_lr_scheduler_states=False)
+        self.load_zero(zero_root, tag)
+        return restore_checkpoint(ckpt, None, None, rank=self.env.rank)
+
+    def load_zero(self, zero_root: Path, tag: str) -> None:
+        """engine.load_checkpoint with every file read through safe_zero_load (never unpickling
+        arbitrary objects: DeepSpeed's own loader uses torch.load(weights_only=False))."""
+        engine = self.engine.checkpoint_engine
+        engine.load = safe_zero_load  # an instance attribute over the class's unsafe method
+        try:
+            loaded, _ = self.engine.load_checkpoint(str(zero_root), tag=tag, load_optimizer_states=True,
+                                                    load_lr_scheduler_states=False)
+        finally:
+            del engine.load
         if loaded is None:
             raise UserError(f"resume: DeepSpeed could not load {zero_root}/{tag}")
-        return restore_checkpoint(ckpt, None, None, rank=self.env.rank)
 
     def save_model(self, directory: Path, tokenizer) -> None:
         from aent_cli.models.loading import save_model_dir

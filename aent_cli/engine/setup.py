@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import random
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from aent_cli.data.arithmetic import arithmetic_problems
 from aent_cli.data.problem import Problem
 from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.data.sources import load_problems
-from aent_cli.engine.checkpoint import find_run_dir, latest_checkpoint, load_trainer_state
+from aent_cli.engine.checkpoint import check_model_weights, load_trainer_state
 from aent_cli.engine.distributed import (LOCAL, DistEnv, SilentTracker, TorchBackend, broadcast_object,
                                          check_divisible, detect_env, init_distributed, local_device, main_first,
                                          shutdown)
@@ -25,6 +26,7 @@ from aent_cli.errors import UserError
 from aent_cli.models.loading import load_policy, resolve_device
 from aent_cli.rewards import Grader
 from aent_cli.rollout import build_rollout
+from aent_cli.tracking import store
 from aent_cli.tracking.console import TrainConsole
 from aent_cli.tracking.train_run import TrainTracker
 
@@ -35,6 +37,9 @@ class RunContext:
     parent_run_id: Optional[str] = None
     tags: Dict[str, str] = field(default_factory=dict)
     quiet: bool = False
+    # The command line's overrides: on resume, a key named here counts as set even when it equals
+    # the default (`resume=R algo=aent` on a GRPO run is refused, not ignored).
+    overrides: Optional[List[str]] = None
 
 
 def load_split(cfg: DictConfig, which: str) -> List[Problem]:
@@ -51,17 +56,21 @@ def load_split(cfg: DictConfig, which: str) -> List[Problem]:
     return problems if which == "train" else problems[:data.val_size]
 
 
-def _resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """The saved config of the run being resumed; only how far to train may change."""
-    run_dir = find_run_dir(cfg.trainer.resume, cfg.trainer.output_dir)
-    saved_file = run_dir / "config.yaml"
-    if not saved_file.is_file():
-        raise UserError(f"resume={cfg.trainer.resume}: {saved_file} is missing")
-    saved = OmegaConf.merge(cfg, OmegaConf.load(saved_file))  # typed: the schema checks the file
-    saved.trainer.steps = cfg.trainer.steps
-    saved.trainer.stop_after = cfg.trainer.stop_after
-    saved.trainer.resume = cfg.trainer.resume
-    return saved, run_dir
+def _resume(cfg: DictConfig, context: "RunContext") -> tuple[DictConfig, Path, Path, dict]:
+    """(config, run dir, checkpoint, trainer state) of the run `trainer.resume` names: the checks of
+    engine/resume.py, all before the model loads; the store is the one the run was recorded in."""
+    from aent_cli.config import compose_config
+    from aent_cli.engine.resume import check_store, choose_checkpoint, resumed_config
+
+    t = cfg.trainer
+    notify = (lambda message: None) if context.quiet else (lambda message: print(message, file=sys.stderr))
+    run_dir, ckpt = choose_checkpoint(t.resume, t.output_dir, bool(t.resume_fallback), notify)
+    cfg, applied = resumed_config(cfg, run_dir, context.overrides, compose_config([]))
+    state = load_trainer_state(ckpt)
+    if "tracking.uri" not in applied and state.get("tracking_uri"):
+        cfg.tracking.uri = state["tracking_uri"]
+    check_store(cfg.tracking.uri or store.tracking_uri(None), state["mlflow_run_id"], t.resume)
+    return cfg, run_dir, ckpt, state
 
 
 def _require_optional_backends(cfg: DictConfig) -> None:
@@ -104,9 +113,7 @@ class TrainingSetup:
         env = detect_env()
         resume_ckpt, run_id = None, None
         if cfg.trainer.resume:
-            cfg, run_dir = _resumed_config(cfg)
-            resume_ckpt = latest_checkpoint(run_dir)
-            saved = load_trainer_state(resume_ckpt)
+            cfg, run_dir, resume_ckpt, saved = _resume(cfg, context)
             run_id = saved["mlflow_run_id"]
             if int(saved.get("world_size", 1)) != env.world_size:
                 raise UserError(f"resume={cfg.trainer.resume}: the checkpoint was written by "
@@ -136,6 +143,8 @@ class TrainingSetup:
         console = TrainConsole(quiet=context.quiet or not env.is_main)
         with main_first(env):  # rank 0 builds the tiny model's cache, the others then read it
             model, tokenizer = load_policy(cfg.model, device, progress_factory=console.warmstart_progress)
+        if resume_ckpt is not None:  # names and shapes, before any run state changes
+            check_model_weights(resume_ckpt, model)
         # the same start whether or not the warm start just ran; ranks sample different rollouts
         torch.manual_seed(cfg.trainer.seed + env.rank)
         template = resolve_template(cfg.model.prompt_template, tokenizer)

@@ -167,7 +167,8 @@ def _loop(setup: TrainingSetup) -> TrainResult:
         setup.tracker.flush()
         setup.backend.save_checkpoint(setup.run_dir, step, setup.tokenizer,
                                       {"coef": coef.state_dict(), "sampler": sampler.state_dict(),
-                                       "mlflow_run_id": setup.tracker.run_id}, t.keep_checkpoints)
+                                       "mlflow_run_id": setup.tracker.run_id,
+                                       "tracking_uri": getattr(setup.tracker, "uri", None)}, t.keep_checkpoints)
 
     if start_step == 0 and t.val_every > 0 and setup.val_problems:
         acc = _val_accuracy(setup)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 
 from aent_cli.data.problem import Problem
 from aent_cli.eval.benchmarks import BenchSource, benchmark_names, load_benchmark, resolve_source
@@ -86,7 +87,8 @@ def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, record
                 template = resolve_template(prompt_template(cfg, source), tokenizer)
                 recorder.set_tags({f"aent.prompt_template.{name}": template})
                 prompts = [render_prompt(p.problem, template, tokenizer) for p in problems]
-                task = progress.add_task(f"{target.label} · {name}", total=len(problems)) if progress else None
+                task = (progress.add_task(escape(f"{target.label} · {name}"), total=len(problems))
+                        if progress else None)
                 advance = (lambda n, task=task: progress.advance(task, n)) if progress else None
                 results[name] = evaluate_problems(backend, problems, prompts, sampling_params(cfg), grader,
                                                   batch_size=cfg.eval.batch_size, on_progress=advance)
@@ -146,5 +148,5 @@ def write_summary(cfg: DictConfig, done: List[ModelEval], console=None) -> Optio
     if console is not None:
         k = cfg.eval.k
         console.print(tables.to_rich(table, title=f"avg@{k} per benchmark"))
-        console.print(f"wrote {folder / 'summary.md'} and summary.csv")
+        console.print(f"wrote {folder / 'summary.md'} and summary.csv", markup=False)
     return folder

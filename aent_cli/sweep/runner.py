@@ -67,11 +67,7 @@ def split_cli(items: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 def absolute_uri(uri: str) -> str:
     """A local store's URI made absolute, so jobs in other working directories write the same store."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).expanduser().resolve())
-    if "://" not in uri and not uri.startswith("file:"):
-        return str(Path(uri).expanduser().resolve())
-    return uri
+    return store.absolute_uri(uri)
 
 
 def _validated(job: Job):

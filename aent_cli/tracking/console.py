@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Dict, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -45,7 +46,7 @@ class _LineProgress:
     def line(self, step: int, stats: str) -> None:
         elapsed = time.perf_counter() - self.started
         self.console.print(f"{self.label} {step}/{self.total}  {elapsed:.0f}s  {stats}", highlight=False,
-                           soft_wrap=True)
+                           soft_wrap=True, markup=False)
 
     def advance(self, step: int, metrics: Dict[str, float]) -> None:
         validated = "val/acc" in metrics
@@ -105,7 +106,7 @@ class TrainConsole:
     def summary(self, result) -> None:
         if self.quiet:
             return
-        table = Table(title=f"run {result.run_dir.name}  (MLflow run {result.run_id})")
+        table = Table(title=escape(f"run {result.run_dir.name}  (MLflow run {result.run_id})"))
         table.add_column("metric")
         table.add_column("first", justify="right")
         table.add_column("last", justify="right")
@@ -120,5 +121,5 @@ class TrainConsole:
             steps = sorted(result.val)
             table.add_row("val/acc", f"{result.val[steps[0]]:.4g} (step {steps[0]})",
                           f"{result.val[steps[-1]]:.4g} (step {steps[-1]})")
-        table.add_row("final model", "", str(result.final_model_dir))
+        table.add_row("final model", "", escape(str(result.final_model_dir)))
         self.console.print(table)

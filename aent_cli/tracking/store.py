@@ -2,12 +2,16 @@
 training, evaluation and sweeps can hold several runs at once and resume a run by id."""
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+_SQLITE = "sqlite:///"
+LOCK_TIMEOUT_S = 600.0  # a schema migration of a large store can take minutes
 
 
 def tracking_uri(uri: Optional[str] = None) -> str:
@@ -15,10 +19,51 @@ def tracking_uri(uri: Optional[str] = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a `sqlite:///` URI (relative to the working directory), else None."""
+    if not uri.startswith(_SQLITE):
+        return None
+    return Path(uri[len(_SQLITE):].split("?", 1)[0])
+
+
+def absolute_uri(uri: Optional[str] = None) -> str:
+    """tracking_uri(uri) with a local store's path made absolute (SQLite file or file-store folder), so
+    sweep jobs and resumed runs in other working directories use the same store."""
+    resolved = tracking_uri(uri)
+    if resolved.startswith(_SQLITE) and not resolved.startswith(_SQLITE + "/"):
+        return _SQLITE + str(Path(resolved[len(_SQLITE):]).expanduser().resolve())
+    if "://" not in resolved and not resolved.startswith("file:"):
+        return str(Path(resolved).expanduser().resolve())
+    return resolved
+
+
+def store_exists(uri: Optional[str] = None) -> bool:
+    """False only for a SQLite store whose file does not exist (opening it would create an empty one)."""
+    path = sqlite_path(tracking_uri(uri))
+    return path is None or str(path) == ":memory:" or path.is_file()
+
+
+def _creation_lock(uri: str):
+    """A file lock next to a SQLite store: MLflow creates and migrates the schema when a client first
+    opens it, and two processes doing that at once break it ("table _alembic_tmp_experiments already
+    exists"), leaving it half-migrated. Other stores (servers, databases) handle their own."""
+    path = sqlite_path(uri)
+    if path is None or str(path) == ":memory:":
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+
+
 def client(uri: Optional[str] = None):
+    """An MlflowClient; the store is opened (created / migrated when new) under _creation_lock, so N
+    runs starting at once on a new store all succeed."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri(uri))
+    resolved = tracking_uri(uri)
+    with _creation_lock(resolved):
+        return MlflowClient(tracking_uri=resolved)
 
 
 def experiment_id(mlflow_client, name: str) -> str:

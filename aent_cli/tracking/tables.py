@@ -94,18 +94,21 @@ def to_csv(table: ScoreTable) -> str:
 
 
 def to_rich(table: ScoreTable, title: Optional[str] = None):
+    """A rich Table. Labels, headers, info cells and the title are user text (run names, overrides such
+    as `eval.benchmarks=[math500,aime24]`): escaped, so rich never reads `[...]` in them as markup."""
+    from rich.markup import escape
     from rich.table import Table
 
-    out = Table(title=title, title_justify="left")
+    out = Table(title=None if title is None else escape(title), title_justify="left")
     out.add_column("", style="bold")
     for _, header in table.columns:
-        out.add_column(header, justify="right")
+        out.add_column(escape(header), justify="right")
     for name in table.info_columns:
-        out.add_column(name, style="dim")
+        out.add_column(escape(name), style="dim")
     for row in table.rows:
-        cells = [row.label]
+        cells = [escape(row.label)]
         for key, _ in table.columns:
-            text = table.fmt(row.values.get(key))
+            text = escape(table.fmt(row.values.get(key)))
             cells.append(f"[bold green]{text}[/]" if table.is_best(row, key) else text)
-        out.add_row(*cells, *[table.info_text(row, name) for name in table.info_columns])
+        out.add_row(*cells, *[escape(table.info_text(row, name)) for name in table.info_columns])
     return out

@@ -19,13 +19,19 @@ _BATCH_LIMIT = 1000  # MLflow's cap on metrics per log_batch call
 class TrainTracker:
     def __init__(self, cfg: DictConfig, run_dir: Path, run_id: Optional[str] = None,
                  parent_run_id: Optional[str] = None, tags: Optional[Dict[str, str]] = None) -> None:
-        self.client = store.client(cfg.tracking.uri)
+        self.uri = store.absolute_uri(cfg.tracking.uri)  # kept in checkpoints: resume finds this store
+        self.client = store.client(self.uri)
         self.flush_every = max(1, int(cfg.tracking.log_every))
         self._pending: List[Tuple[Dict[str, float], int, int]] = []  # (metrics, step, time in ms)
         self._last_flush = time.monotonic()
+        # resume: the last step already in the store per metric. A kill after a flush and before the
+        # checkpoint that covers it leaves steps the resumed run computes again (bit-exactly, but
+        # for timings); they are skipped, so each step is in the store once.
+        self._logged_through: Dict[str, int] = {}
         if run_id is not None:  # resume: continue the same run
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
+            self._logged_through = self._last_logged_steps()
             return
         all_tags = {"aent.kind": "train", "aent.run_dir": str(Path(run_dir).resolve()),
                     "aent.algo": cfg.algo.name, **(tags or {})}
@@ -34,10 +40,20 @@ class TrainTracker:
         exp = store.experiment_id(self.client, cfg.tracking.experiment)
         run = self.client.create_run(exp, run_name=Path(run_dir).name, tags=all_tags)
         self.run_id = run.info.run_id
-        store.log_params(self.client, self.run_id, store.flatten(cfg))
-        self.client.log_artifact(self.run_id, str(Path(run_dir) / "config.yaml"))
+        try:
+            store.log_params(self.client, self.run_id, store.flatten(cfg))
+            self.client.log_artifact(self.run_id, str(Path(run_dir) / "config.yaml"))
+        except BaseException:  # never leave a RUNNING run with half its params behind
+            self.client.set_terminated(self.run_id, status="FAILED")
+            raise
+
+    def _last_logged_steps(self) -> Dict[str, int]:
+        keys = self.client.get_run(self.run_id).data.metrics.keys()
+        return {key: max(m.step for m in self.client.get_metric_history(self.run_id, key)) for key in keys}
 
     def log(self, metrics: Dict[str, float], step: int) -> None:
+        if self._logged_through:
+            metrics = {k: v for k, v in metrics.items() if step > self._logged_through.get(k, -1)}
         self._pending.append((dict(metrics), step, int(time.time() * 1000)))
         if len(self._pending) >= self.flush_every or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
