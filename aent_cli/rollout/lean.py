@@ -5,7 +5,8 @@ logits-processor plumbing. This runs the same computation as the transformers mo
 rotary embeddings, grouped-query SDPA, SwiGLU) as plain tensor ops on the model's own parameters,
 over a preallocated KV cache, and samples exactly as `generate` does: temperature, then top-k, then
 top-p on fp32 logits, one `torch.multinomial` over the whole batch per step (finished rows get the
-pad token, as in `generate`), stopping when every row has emitted EOS or `max_new_tokens` are out.
+pad token, as in `generate`), stopping when every row has emitted a stop id (`rollout/stops.py`: EOS, the
+generation config's end ids, the chat template's end of turn) or `max_new_tokens` are out.
 So a given RNG state draws the same tokens as `generate` on CPU, up to float rounding of the logits
 (elsewhere the same distribution).
 
@@ -16,7 +17,7 @@ not cover (`lean_supported` is False) go through `generate` instead.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -123,15 +124,19 @@ class LeanDecoder:
 
 @torch.no_grad()
 def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, temperature: float, top_k: int,
-                top_p: float, max_new_tokens: int, eos_id: int, pad_id: int) -> Tuple[List[List[int]], List[bool]]:
+                top_p: float, max_new_tokens: int, stop_ids: Sequence[int],
+                pad_id: int, on_tokens: Optional[Callable[[int], None]] = None) -> Tuple[List[List[int]], List[bool]]:
     """`n` samples for each left-padded prompt row of `ids` [P, L]: (generated ids per sample, ending
-    with EOS when finished; finished flags), samples of prompt i at rows i*n .. i*n + n - 1."""
+    with the stop id that ended it when finished; finished flags), samples of prompt i at rows
+    i*n .. i*n + n - 1. A row finishes at the first of `stop_ids` it samples. `on_tokens(count)`,
+    if given, is called after every decoding step with the number of tokens it generated (progress)."""
     prompts, width = ids.shape
     if max_new_tokens < 1 or prompts == 0:
         return [[] for _ in range(prompts * n)], [False] * (prompts * n)
     dec = LeanDecoder(model)
     rows, total = prompts * n, width + max_new_tokens
     device = ids.device
+    stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     valid = attention.bool()
     rope = dec.rope_table(total, device)
     cache = _Cache(len(dec.layers), prompts, dec.kv_heads, total, dec.head_dim, dec.head.weight)
@@ -162,7 +167,9 @@ def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, te
         chosen = torch.where(unfinished, chosen, pad_id)
         tokens[:, t] = chosen
         steps = t + 1
-        unfinished &= chosen != eos_id
+        if on_tokens is not None:
+            on_tokens(int(unfinished.sum()))
+        unfinished &= ~torch.isin(chosen, stops)
         if t + 1 == max_new_tokens or not bool(unfinished.any()):
             break
         still = unfinished if live is None else unfinished[live]
@@ -179,8 +186,8 @@ def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, te
             logits = step_logits.new_zeros(rows, step_logits.shape[-1]).index_copy_(0, live, step_logits)
 
     finished = ~unfinished
-    is_eos = tokens[:, :steps] == eos_id
-    lengths = torch.where(finished, is_eos.int().argmax(dim=-1) + 1, steps).tolist()
+    is_stop = torch.isin(tokens[:, :steps], stops)
+    lengths = torch.where(finished, is_stop.int().argmax(dim=-1) + 1, steps).tolist()
     out = tokens[:, :steps].tolist()
     return [row[:length] for row, length in zip(out, lengths)], finished.tolist()
 
