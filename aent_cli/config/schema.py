@@ -81,6 +81,7 @@ class DataConfig:
     # 0.6): the warm-started model is ~1% right on them, and all-wrong groups carry no GRPO signal.
     arithmetic_hard_share: float = 0.3
     shuffle: bool = True
+    word_problems_train_size: int = 4096  # data=word_problems: generated train problems (data/word_problems.py)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from aent_cli.data.arithmetic import arithmetic_problems
 from aent_cli.data.problem import Problem
 from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.data.sources import load_problems
+from aent_cli.data.word_problems import SPEC as WORD_PROBLEMS, TEST_SIZE as WORD_TEST_SIZE, word_problems
 from aent_cli.engine.checkpoint import find_run_dir, latest_checkpoint, load_trainer_state
 from aent_cli.engine.distributed import (LOCAL, DistEnv, SilentTracker, TorchBackend, broadcast_object,
                                          check_divisible, detect_env, init_distributed, local_device, main_first,
@@ -45,6 +46,12 @@ def load_split(cfg: DictConfig, which: str) -> List[Problem]:
             return arithmetic_problems(data.arithmetic_train_size, cfg.trainer.seed, "train",
                                        hard_share=data.arithmetic_hard_share)
         return arithmetic_problems(data.val_size, 0, "test")
+    if spec == WORD_PROBLEMS:
+        if which == "train":
+            return word_problems(data.word_problems_train_size, cfg.trainer.seed, "train")
+        if data.val_size > WORD_TEST_SIZE:
+            raise UserError(f"data.val_size={data.val_size}: the word-problem test split has {WORD_TEST_SIZE}")
+        return word_problems(data.val_size, 0, "test")
     split = data.train_split if which == "train" else data.val_split
     problems = load_problems(str(spec), split=split, problem_field=data.problem_field,
                              answer_field=data.answer_field)

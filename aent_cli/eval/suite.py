@@ -76,6 +76,10 @@ def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, record
     from aent_cli.rollout import build_rollout
 
     progress = progress or EvalProgress(None)
+    if cfg.trainer.threads:  # torch CPU threads, as for `aent train`
+        import torch
+
+        torch.set_num_threads(cfg.trainer.threads)
     model, tokenizer = load_policy(cfg.model, resolve_device(cfg.trainer.device))
     backend = build_rollout(cfg.rollout, model, tokenizer)
     results: Dict[str, BenchResult] = {}
