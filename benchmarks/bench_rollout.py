@@ -92,7 +92,7 @@ def main() -> None:
           f"one core: copy {bandwidth / 1e9:.1f} GB/s, fp32 matmul {flops / 1e9:.1f} GFLOP/s; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
-    problems = word_problems(max(args.rows) // args.group + 1, 0, "test")
+    problems = word_problems(max(args.rows) // args.group + 1, 0, "test", digits=2)
     samplers = {"aent": HFRollout(model, tok), "generate": HFRollout(model, tok, lean=False)}
     cases = [(rows, name, args.new_tokens, False) for rows in args.rows for name in samplers]
     if args.long:
