@@ -115,3 +115,35 @@ def test_two_train_steps_and_exact_resume(smollm2, tmp_path):
     first = full.history[0]
     assert 0 < first["response_length/mean"] <= 16
     assert first["actor/clamped_entropy"] <= first["actor/entropy"]
+
+
+def test_clamped_entropy_kernel_on_real_logits(smollm2):
+    """The C kernel (and the torch path) against the float64 definition on this model's own logits
+    (V = 49,152: the dropped tail is floor(0.33 V) = 16,220 tokens); the C kernel where a compiler exists."""
+    import math
+
+    import torch
+
+    from aent_cli.algos import entropy_native
+    from aent_cli.algos.entropy import clamped_entropy, full_entropy
+    from aent_cli.data.prompts import render_prompt
+    from aent_cli.models.loading import load_policy
+
+    model, tokenizer = load_policy(compose_config(["model=hf", f"model.path={smollm2}", "model.dtype=float32"]).model)
+    text = render_prompt("What is 4 + 7?", "chat", tokenizer) + "4 + 7 = 11, so the answer is \\boxed{11}."
+    with torch.no_grad():
+        logits = model(**tokenizer(text, return_tensors="pt")).logits[0]  # [T, 49152]
+    x = logits.double()
+    drop = math.floor(0.33 * x.shape[-1])
+    clamped_x = x.scatter(-1, torch.topk(x, drop, dim=-1, largest=False).indices, float("-inf"))
+
+    def entropy(z):
+        logp = torch.log_softmax(z, dim=-1)
+        return -(logp.exp() * logp.masked_fill(logp == float("-inf"), 0.0)).sum(-1)
+
+    ref_h, ref_ht = entropy(x), entropy(clamped_x)
+    print(f"\nSmolLM2 on {len(x)} positions: C kernel {entropy_native.supports(logits)}, H {ref_h.mean():.4f}, "
+          f"H~ {ref_ht.mean():.4f}, H~/H {(ref_ht.mean() / ref_h.mean()):.4f}")
+    torch.testing.assert_close(clamped_entropy(logits, 0.33).double(), ref_ht, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(full_entropy(logits).double(), ref_h, atol=2e-5, rtol=2e-5)
+    assert bool((ref_ht <= ref_h + 1e-9).all())
