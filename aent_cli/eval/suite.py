@@ -54,12 +54,14 @@ def sampling_params(cfg: DictConfig) -> SamplingParams:
 
 
 def target_config(cfg: DictConfig, target: ModelTarget) -> DictConfig:
-    """The config this target is evaluated (and recorded) with: model.path = the target, and the
-    training run's prompt template when the config leaves it to `auto`."""
+    """The config this target is evaluated (and recorded) with: model.path = the target, and a
+    training run's own prompt template (its config value; `auto` resolves against its tokenizer as in
+    training), so that a run evaluated by id or folder sees the prompts it was trained on even though
+    `--model <run>` keeps the default model group (whose template, `plain`, is the tiny model's)."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     out.model.path = target.path
     out.model.gradient_checkpointing = False  # it turns off the KV cache: generation would crawl
-    if out.model.prompt_template == "auto" and target.prompt_template:
+    if target.prompt_template:
         out.model.prompt_template = target.prompt_template
     return out
 
