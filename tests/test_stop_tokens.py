@@ -128,3 +128,18 @@ def test_vllm_gets_the_other_stop_ids(tokenizer):
 def test_cut_at_stop():
     assert cut_at_stop([4, 9, 2, 9], {2, 9}) == ([4, 9], True)
     assert cut_at_stop([4, 5], {2}) == ([4, 5], False)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_progress_callback_counts_generated_tokens(tokenizer, second_stop, lean):
+    model, _ = second_stop
+    backend = HFRollout(model, tokenizer, lean=lean)
+    counts = []
+    backend.on_tokens = counts.append
+    torch.manual_seed(1)
+    out = backend.generate(PROMPTS[:2], SamplingParams(n=3, temperature=1.5, max_new_tokens=8))
+    lengths = [len(c.token_ids) for g in out for c in g.completions]
+    if lean:  # exactly the tokens of the completions
+        assert sum(counts) == sum(lengths)
+    else:  # generate: every row at every step
+        assert counts == [6] * max(lengths)

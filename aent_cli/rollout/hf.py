@@ -106,7 +106,9 @@ class HFRollout:
 
 
 def _streamer(on_tokens: Optional[Callable[[int], None]]):
-    """A `generate` streamer that reports each step's new tokens (rows still generating) to `on_tokens`."""
+    """A `generate` streamer that reports each step's new tokens to `on_tokens`: one per row of the
+    batch, the pad tokens of rows already finished included (progress only; the lean loop counts
+    only the rows still generating)."""
     if on_tokens is None:
         return None
     from transformers.generation.streamers import BaseStreamer
