@@ -69,24 +69,24 @@ def _draw(rng: random.Random, n: int, exclude: FrozenSet[str], split: str, digit
     return out
 
 
-def test_size(digits: int) -> int:
+def held_out_size(digits: int) -> int:
     """Problems in the held-out split: 16 of the 64 one-digit sums, TEST_SIZE word problems."""
     return 16 if digits == 1 else TEST_SIZE
 
 
 @lru_cache(maxsize=4)
 def _test(digits: int) -> Tuple[Problem, ...]:
-    return tuple(_draw(random.Random(_TEST_SEED), test_size(digits), frozenset(), "test", digits))
+    return tuple(_draw(random.Random(_TEST_SEED), held_out_size(digits), frozenset(), "test", digits))
 
 
 def word_problems(n: int, seed: int, split: str, digits: int = 1) -> List[Problem]:
-    """`n` problems of a split: "test" (fixed, at most `test_size(digits)`) or "train" (by seed, none
+    """`n` problems of a split: "test" (fixed, at most `held_out_size(digits)`) or "train" (by seed, none
     of the test problems; one-digit sums repeat, as there are only 64)."""
     if digits not in (1, 2):
         raise ValueError(f"digits={digits}: 1 or 2")
     if split == "test":
-        if n > test_size(digits):
-            raise ValueError(f"the word-problem test split has {test_size(digits)} problems, {n} asked")
+        if n > held_out_size(digits):
+            raise ValueError(f"the word-problem test split has {held_out_size(digits)} problems, {n} asked")
         return list(_test(digits)[:n])
     if split != "train":
         raise ValueError(f"unknown split {split!r}: train or test")

@@ -17,7 +17,7 @@ from aent_cli.data.arithmetic import arithmetic_problems
 from aent_cli.data.problem import Problem
 from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.data.sources import load_problems
-from aent_cli.data.word_problems import SPEC as WORD_PROBLEMS, test_size as word_test_size, word_problems
+from aent_cli.data.word_problems import SPEC as WORD_PROBLEMS, held_out_size as word_test_size, word_problems
 from aent_cli.engine.checkpoint import find_run_dir, latest_checkpoint, load_trainer_state
 from aent_cli.engine.distributed import (LOCAL, DistEnv, SilentTracker, TorchBackend, broadcast_object,
                                          check_divisible, detect_env, init_distributed, local_device, main_first,
