@@ -146,3 +146,16 @@ def test_unfused_projections_sample_the_same(name, request, tokenizer, monkeypat
     monkeypatch.setattr(lean, "_FUSE_BELOW_PARAMS", 0)
     assert LeanDecoder(model).fused is None
     assert _sample(model, tokenizer, params, True) == fused == _sample(model, tokenizer, params, False)
+
+
+@pytest.mark.parametrize("first_room,compact_at", [(1, 0.75), (3, 1.0), (2, 0.0), (64, 0.5)])
+def test_cache_growth_and_compaction_sample_the_same(qwen, tokenizer, monkeypatch, first_room, compact_at):
+    """However the cache grows (doubling from `first_room` new tokens) and whenever finished rows are
+    dropped (at every finish: 1.0; only when the cache grows: 0.0), the samples are generate's."""
+    import aent_cli.rollout.lean as lean
+
+    params = SamplingParams(n=8, temperature=2.0, max_new_tokens=16)  # rows finish at different steps
+    reference = _sample(qwen, tokenizer, params, False)
+    monkeypatch.setattr(lean, "_FIRST_ROOM", first_room)
+    monkeypatch.setattr(lean, "_COMPACT_AT", compact_at)
+    assert _sample(qwen, tokenizer, params, True) == reference

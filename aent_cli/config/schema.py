@@ -81,6 +81,8 @@ class DataConfig:
     # 0.6): the warm-started model is ~1% right on them, and all-wrong groups carry no GRPO signal.
     arithmetic_hard_share: float = 0.3
     shuffle: bool = True
+    word_problems_train_size: int = 4096  # data=word_problems: generated train problems (data/word_problems.py)
+    word_problems_digits: int = 1  # 1: "What is 4 + 7?"; 2: two-to-three-digit word problems
 
 
 @dataclass

@@ -18,6 +18,7 @@ from aent_cli.data.arithmetic import arithmetic_problems
 from aent_cli.data.problem import Problem
 from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.data.sources import load_problems
+from aent_cli.data.word_problems import SPEC as WORD_PROBLEMS, held_out_size as word_test_size, word_problems
 from aent_cli.engine.checkpoint import check_model_weights, load_trainer_state
 from aent_cli.engine.distributed import (LOCAL, DistEnv, SilentTracker, TorchBackend, broadcast_object,
                                          check_divisible, detect_env, init_distributed, local_device, main_first,
@@ -50,6 +51,15 @@ def load_split(cfg: DictConfig, which: str) -> List[Problem]:
             return arithmetic_problems(data.arithmetic_train_size, cfg.trainer.seed, "train",
                                        hard_share=data.arithmetic_hard_share)
         return arithmetic_problems(data.val_size, 0, "test")
+    if spec == WORD_PROBLEMS:
+        digits = data.word_problems_digits
+        if digits not in (1, 2):
+            raise UserError(f"data.word_problems_digits={digits}: 1 or 2")
+        if which == "train":
+            return word_problems(data.word_problems_train_size, cfg.trainer.seed, "train", digits)
+        if data.val_size > word_test_size(digits):
+            raise UserError(f"data.val_size={data.val_size}: the word-problem test split has {word_test_size(digits)}")
+        return word_problems(data.val_size, 0, "test", digits)
     split = data.train_split if which == "train" else data.val_split
     problems = load_problems(str(spec), split=split, problem_field=data.problem_field,
                              answer_field=data.answer_field)

@@ -13,8 +13,8 @@ from aent_cli.eval.targets import ModelTarget
 from aent_cli.tracking import store, tables
 
 # Short headers so the terminal table fits 80 columns: problems, grading timeouts / errors,
-# fraction of samples cut at max_new_tokens, mean response length in tokens.
-STAT_COLUMNS = ("n", "timeouts", "errors", "cut", "tokens")
+# fraction of samples cut at max_new_tokens, mean response length in tokens, generation tokens/s.
+STAT_COLUMNS = ("n", "timeouts", "errors", "cut", "tokens", "tok/s")
 
 
 def summary_table(results: Mapping[str, BenchResult]) -> tables.ScoreTable:
@@ -25,7 +25,8 @@ def summary_table(results: Mapping[str, BenchResult]) -> tables.ScoreTable:
     for bench, result in results.items():
         metrics = result.metrics("m")
         info = {"n": str(len(result.problems)), "timeouts": str(result.timeouts), "errors": str(result.errors),
-                "cut": f"{metrics['m/truncated']:.2f}", "tokens": f"{metrics['m/response_length']:.0f}"}
+                "cut": f"{metrics['m/truncated']:.2f}", "tokens": f"{metrics['m/response_length']:.0f}",
+                "tok/s": f"{result.perf.get('gen_tokens_per_s', 0.0):.1f}"}
         title = BENCHMARKS[bench].title if bench in BENCHMARKS else bench
         rows.append(tables.Row(title, dict(result.scores), info))
     return tables.ScoreTable(columns, rows, info_columns=list(STAT_COLUMNS), mark_best=False)
@@ -53,6 +54,9 @@ class EvalRecorder:
     def log_bench(self, bench: str, result: BenchResult) -> None:
         step = self.target.step or 0
         store.log_metrics(self.client, self.run_id, result.metrics(f"eval/{bench}"), step=step)
+        perf = {f"perf/{bench}/{name}": value for name, value in result.perf.items()}
+        perf["perf/peak_rss_mb"] = peak_rss_mb()
+        store.log_metrics(self.client, self.run_id, perf, step=step)
         rows = [p.as_row() for p in result.problems]
         columns = {key: [row[key] for row in rows] for key in rows[0]}
         self.client.log_table(self.run_id, data=columns, artifact_file=f"problems/{bench}.json")
@@ -66,6 +70,18 @@ class EvalRecorder:
                     (Path(tmp) / name).write_text(text, encoding="utf-8")
                     self.client.log_artifact(self.run_id, str(Path(tmp) / name))
         self.client.set_terminated(self.run_id, status=status)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (0 where the platform does not say)."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    except (ImportError, OSError):
+        return 0.0
 
 
 def comparison_table(results_by_label: Mapping[str, Mapping[str, BenchResult]], score: str = "avg",

@@ -2,6 +2,7 @@
 trainer's periodic validation, so `val/acc` and `eval/<bench>/avg_at_<k>` are one computation."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -38,6 +39,8 @@ class BenchResult:
     timeouts: int = 0  # answers whose grading hit reward.timeout_s (scored wrong)
     errors: int = 0  # answers the verifier failed on (scored wrong)
     stats: Dict[str, float] = field(default_factory=dict)  # response_length, truncated fraction
+    # generation and grading cost: gen_s, gen_tokens, gen_tokens_per_s, grade_s (seconds, tokens)
+    perf: Dict[str, float] = field(default_factory=dict)
 
     def metrics(self, prefix: str) -> Dict[str, float]:
         """Flat MLflow metrics under `prefix` (e.g. `eval/math500/avg_at_4`)."""
@@ -64,14 +67,19 @@ def evaluate_problems(backend, problems: Sequence, prompts: Sequence[str], param
     n = params.n
     results: List[ProblemResult] = []
     timeouts = errors = 0
+    gen_s = grade_s = 0.0
     for start in range(0, len(prompts), batch_size):
         batch_problems = problems[start:start + batch_size]
+        began = time.perf_counter()
         generated = backend.generate(list(prompts[start:start + batch_size]), params)
+        gen_s += time.perf_counter() - began
         if len(generated) != len(batch_problems):
             raise RuntimeError(f"rollout returned {len(generated)} prompt groups for {len(batch_problems)} prompts")
         texts = [c.text for group in generated for c in group.completions]
         references = [p.answer for p, group in zip(batch_problems, generated) for _ in group.completions]
+        began = time.perf_counter()
         graded = grader.grade(texts, references)
+        grade_s += time.perf_counter() - began
         timeouts += graded.timeouts
         errors += graded.errors
         offset = 0
@@ -93,4 +101,8 @@ def evaluate_problems(backend, problems: Sequence, prompts: Sequence[str], param
     samples = len(results) * n
     stats = {"response_length": sum(sum(r.response_tokens) for r in results) / samples,
              "truncated": sum(sum(r.truncated) for r in results) / samples}
-    return BenchResult(k=n, problems=results, scores=scores, timeouts=timeouts, errors=errors, stats=stats)
+    tokens = sum(sum(r.response_tokens) for r in results)
+    perf = {"gen_s": gen_s, "gen_tokens": float(tokens), "gen_tokens_per_s": tokens / gen_s if gen_s > 0 else 0.0,
+            "grade_s": grade_s}
+    return BenchResult(k=n, problems=results, scores=scores, timeouts=timeouts, errors=errors, stats=stats,
+                       perf=perf)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from rich.markup import escape
 
 from aent_cli.data.problem import Problem
 from aent_cli.eval.benchmarks import BenchSource, benchmark_names, load_benchmark, resolve_source
+from aent_cli.eval.progress import EvalProgress
 from aent_cli.eval.recording import EvalRecorder, comparison_table, summary_table
 from aent_cli.eval.runner import BenchResult, evaluate_problems
 from aent_cli.eval.targets import ModelTarget, resolve_model
@@ -54,12 +54,14 @@ def sampling_params(cfg: DictConfig) -> SamplingParams:
 
 
 def target_config(cfg: DictConfig, target: ModelTarget) -> DictConfig:
-    """The config this target is evaluated (and recorded) with: model.path = the target, and the
-    training run's prompt template when the config leaves it to `auto`."""
+    """The config this target is evaluated (and recorded) with: model.path = the target, and a
+    training run's own prompt template (its config value; `auto` resolves against its tokenizer as in
+    training), so that a run evaluated by id or folder sees the prompts it was trained on even though
+    `--model <run>` keeps the default model group (whose template, `plain`, is the tiny model's)."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     out.model.path = target.path
     out.model.gradient_checkpointing = False  # it turns off the KV cache: generation would crawl
-    if out.model.prompt_template == "auto" and target.prompt_template:
+    if target.prompt_template:
         out.model.prompt_template = target.prompt_template
     return out
 
@@ -69,12 +71,17 @@ def prompt_template(cfg: DictConfig, source: BenchSource) -> str:
 
 
 def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, recorder: EvalRecorder,
-                    progress=None) -> Dict[str, BenchResult]:
+                    progress: Optional[EvalProgress] = None) -> Dict[str, BenchResult]:
     from aent_cli.data.prompts import render_prompt, resolve_template
     from aent_cli.models.loading import load_policy, resolve_device
     from aent_cli.rewards import EVAL_EXTRACTOR, Grader
     from aent_cli.rollout import build_rollout
 
+    progress = progress or EvalProgress(None)
+    if cfg.trainer.threads:  # torch CPU threads, as for `aent train`
+        import torch
+
+        torch.set_num_threads(cfg.trainer.threads)
     model, tokenizer = load_policy(cfg.model, resolve_device(cfg.trainer.device))
     backend = build_rollout(cfg.rollout, model, tokenizer)
     results: Dict[str, BenchResult] = {}
@@ -87,22 +94,16 @@ def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, record
                 template = resolve_template(prompt_template(cfg, source), tokenizer)
                 recorder.set_tags({f"aent.prompt_template.{name}": template})
                 prompts = [render_prompt(p.problem, template, tokenizer) for p in problems]
-                task = (progress.add_task(escape(f"{target.label} · {name}"), total=len(problems))
-                        if progress else None)
-                advance = (lambda n, task=task: progress.advance(task, n)) if progress else None
-                results[name] = evaluate_problems(backend, problems, prompts, sampling_params(cfg), grader,
-                                                  batch_size=cfg.eval.batch_size, on_progress=advance)
+                with progress.bench(f"{target.label} · {name}", len(problems), cfg.eval.k, cfg.eval.max_new_tokens,
+                                    cfg.eval.batch_size) as counter:
+                    if hasattr(backend, "on_tokens"):  # tokens of every decoding step, for the live rate
+                        backend.on_tokens = counter.tokens
+                    results[name] = evaluate_problems(backend, problems, prompts, sampling_params(cfg), grader,
+                                                      batch_size=cfg.eval.batch_size, on_progress=counter.problems_done)
                 recorder.log_bench(name, results[name])
     finally:
         backend.close()
     return results
-
-
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=False)
 
 
 def run_eval(cfg: DictConfig, console=None, progress_console=None) -> List[ModelEval]:
@@ -117,11 +118,8 @@ def run_eval(cfg: DictConfig, console=None, progress_console=None) -> List[Model
         entry = ModelEval(target, recorder.run_id)
         status = "FAILED"
         try:
-            if progress_console is not None:
-                with _progress(progress_console) as progress:
-                    entry.results = evaluate_target(tcfg, plan, target, recorder, progress)
-            else:
-                entry.results = evaluate_target(tcfg, plan, target, recorder)
+            with EvalProgress(progress_console) as progress:
+                entry.results = evaluate_target(tcfg, plan, target, recorder, progress)
             status = "FINISHED"
         finally:
             recorder.finish(entry.results, status)

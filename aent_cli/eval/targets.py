@@ -32,7 +32,7 @@ class ModelTarget:
     source_run_id: Optional[str] = None
     checkpoint: str = ""  # "" (plain model), "final" or "step_<N>"
     step: Optional[int] = None
-    prompt_template: Optional[str] = None  # the training run's template, used when the config says auto
+    prompt_template: Optional[str] = None  # a training run's template (its config value), used for its prompts
 
 
 def _checkpoints(run_dir: Path) -> dict:
@@ -47,6 +47,20 @@ def _checkpoints(run_dir: Path) -> dict:
     return out
 
 
+def _saved_template(run_dir: Path) -> Optional[str]:
+    """The prompt template in a run folder's config.yaml, if it has one."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        value = OmegaConf.select(OmegaConf.load(saved), "model.prompt_template")
+    except Exception:  # noqa: BLE001 - an unreadable config leaves the template to the eval config
+        return None
+    return str(value) if value else None
+
+
 def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
 
@@ -55,6 +69,8 @@ def _run_dir_targets(ref: str, run_dir: Path, label: str, choice: str, val_histo
                      final_step: Optional[int], run_id: Optional[str], template: Optional[str]) -> List[ModelTarget]:
     steps = _checkpoints(run_dir)
     final = run_dir / "final"
+    if template is None:
+        template = _saved_template(run_dir)
 
     def target(checkpoint: str, path: Path, step: Optional[int]) -> ModelTarget:
         return ModelTarget(ref, f"{label}:{checkpoint}", str(path), run_id, checkpoint, step, template)

@@ -2,16 +2,18 @@
 own generation_config (repetition penalty, default top-k 50, ...) never changes the policy sampled.
 
 Llama-family models (Qwen2, Llama) sample through the lean loop in `lean.py` (the same distribution
-as `generate`, several times faster on small models); others through `generate`.
+as `generate`, several times faster on small models); others through `generate`. Both stop a row at
+any of the model's end ids (`stops.stop_token_ids`), and a completion keeps the id that ended it.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 
 from aent_cli.rollout.base import Completion, PromptCompletions, SamplingParams
 from aent_cli.rollout.lean import lean_sample, lean_supported
+from aent_cli.rollout.stops import cut_at_stop, stop_token_ids
 
 
 class HFRollout:
@@ -19,6 +21,8 @@ class HFRollout:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch = max_batch  # sequences per generate call; None = all at once
         self.lean = lean  # False: always transformers `generate`
+        self.stop_ids = stop_token_ids(tokenizer, model)  # EOS first
+        self.on_tokens: Optional[Callable[[int], None]] = None  # progress: called with tokens generated per step
 
     def _generation_config(self, params: SamplingParams):
         from transformers import GenerationConfig
@@ -33,7 +37,7 @@ class HFRollout:
             max_new_tokens=params.max_new_tokens,
             repetition_penalty=1.0,
             pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=list(self.stop_ids) or None,
             bos_token_id=None,
         )
 
@@ -69,7 +73,7 @@ class HFRollout:
         outputs = []
         for start in range(0, ids.shape[0], step):
             out = self.model.generate(input_ids=ids[start:start + step], attention_mask=attn[start:start + step],
-                                      generation_config=config)
+                                      generation_config=config, streamer=_streamer(self.on_tokens))
             outputs.extend(out[:, ids.shape[1]:].tolist())
         return outputs
 
@@ -81,17 +85,16 @@ class HFRollout:
             generated, finished = lean_sample(
                 self.model, ids[start:start + per_call], attn[start:start + per_call], params.n,
                 temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
-                max_new_tokens=params.max_new_tokens, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+                max_new_tokens=params.max_new_tokens, stop_ids=self.stop_ids, pad_id=tok.pad_token_id,
+                on_tokens=self.on_tokens)
             out.extend(Completion(text=tok.decode(g, skip_special_tokens=True), token_ids=g, finished=f)
                        for g, f in zip(generated, finished))
         return out
 
     def _completion(self, generated: List[int]) -> Completion:
-        eos = self.tokenizer.eos_token_id
-        finished = eos in generated
-        # generate pads only rows that emitted EOS; a row without one ran to max_new_tokens, and a
-        # pad token in it was sampled like any other (it has a log-prob in the loss), so it stays
-        cut = generated[:generated.index(eos) + 1] if finished else generated
+        # generate pads only rows that emitted a stop id; a row without one ran to max_new_tokens, and
+        # a pad token in it was sampled like any other (it has a log-prob in the loss), so it stays
+        cut, finished = cut_at_stop(generated, self.stop_ids)
         text = self.tokenizer.decode(cut, skip_special_tokens=True)
         return Completion(text=text, token_ids=cut, finished=finished)
 
@@ -100,3 +103,27 @@ class HFRollout:
 
     def close(self) -> None:
         pass
+
+
+def _streamer(on_tokens: Optional[Callable[[int], None]]):
+    """A `generate` streamer that reports each step's new tokens to `on_tokens`: one per row of the
+    batch, the pad tokens of rows already finished included (progress only; the lean loop counts
+    only the rows still generating)."""
+    if on_tokens is None:
+        return None
+    from transformers.generation.streamers import BaseStreamer
+
+    class _Count(BaseStreamer):
+        def __init__(self) -> None:
+            self.prompt_seen = False
+
+        def put(self, value) -> None:
+            if not self.prompt_seen:  # the first call carries the prompt ids
+                self.prompt_seen = True
+                return
+            on_tokens(int(value.numel()))
+
+        def end(self) -> None:
+            pass
+
+    return _Count()

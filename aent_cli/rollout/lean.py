@@ -5,18 +5,22 @@ logits-processor plumbing. This runs the same computation as the transformers mo
 rotary embeddings, grouped-query SDPA, SwiGLU) as plain tensor ops on the model's own parameters,
 over a preallocated KV cache, and samples exactly as `generate` does: temperature, then top-k, then
 top-p on fp32 logits, one `torch.multinomial` over the whole batch per step (finished rows get the
-pad token, as in `generate`), stopping when every row has emitted EOS or `max_new_tokens` are out.
+pad token, as in `generate`), stopping when every row has emitted a stop id (`rollout/stops.py`: EOS, the
+generation config's end ids, the chat template's end of turn) or `max_new_tokens` are out.
 So a given RNG state draws the same tokens as `generate` on CPU, up to float rounding of the logits
 (elsewhere the same distribution).
 
-Each distinct prompt is prefilled once and its cache shared by its n samples, and finished rows
-leave the cache: later steps compute only the rows still generating (their slots in the sampling
-batch get placeholder logits, so the draws of the others are unchanged). Models this does
-not cover (`lean_supported` is False) go through `generate` instead.
+Each distinct prompt is prefilled once and its cache copied to its n samples. Finished rows leave
+the cache in batches (when at most `_COMPACT_AT` of the held rows still generate, one copy of the
+used positions only); until then they are fed the pad token and their draws discarded, and rows
+out of the cache get placeholder logits (a row's draw does not depend on the other rows', so the
+samples are unchanged). The cache grows by doubling from `_FIRST_ROOM` new tokens, and decoding
+stops as soon as every row is done. Models this does not cover (`lean_supported` is False) go
+through `generate` instead.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -50,10 +54,32 @@ class _Cache:
         self.k = [like.new_zeros(shape) for _ in range(layers)]
         self.v = [like.new_zeros(shape) for _ in range(layers)]
 
-    def keep(self, rows: torch.Tensor) -> None:
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
+    @property
+    def length(self) -> int:
+        return self.k[0].shape[2]
 
+    def resize(self, rows: Optional[torch.Tensor], used: int, length: int, repeat: int = 1) -> None:
+        """Keep the cached `rows` (all when None), each `repeat` times in a row, and their positions
+        [0, used), in tensors of `length` positions: a copy of what is used, not of the whole cache."""
+        def move(t: torch.Tensor) -> torch.Tensor:
+            src = t[:, :, :used] if rows is None else t[:, :, :used].index_select(0, rows)
+            if repeat > 1:
+                src = src.repeat_interleave(repeat, dim=0)
+            out = t.new_empty((src.shape[0], t.shape[1], length, t.shape[3]))
+            out[:, :, :used] = src
+            return out
+        self.k = [move(k) for k in self.k]
+        self.v = [move(v) for v in self.v]
+
+
+# Rows that finish stay in the cache (fed the pad token, their draws discarded) until no more than
+# this share of the held rows is still generating; then the cache is compacted in one copy. Each
+# copy then removes at least a quarter of the rows, so a batch pays O(log rows) copies, not one per
+# finishing row, and at most a third of the rows computed are finished ones.
+_COMPACT_AT = 0.75
+# The cache starts with room for this many new tokens and doubles when full (up to max_new_tokens),
+# so short rollouts under a long limit do not allocate (or copy) the whole limit.
+_FIRST_ROOM = 64
 
 # Below this many parameters a decode step is dominated by per-op overhead, so the q/k/v and the
 # gate/up projections are concatenated once per call and run as one matmul each (a weight copy
@@ -121,20 +147,29 @@ class LeanDecoder:
         return F.linear(last, self.head.weight, self.head.bias).to(torch.float32)
 
 
+def _grown(length: int, width: int, total: int) -> int:
+    """The next cache length: twice the room for new tokens, at most `total` positions."""
+    return min(total, width + 2 * max(length - width, 1))
+
+
 @torch.no_grad()
 def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, temperature: float, top_k: int,
-                top_p: float, max_new_tokens: int, eos_id: int, pad_id: int) -> Tuple[List[List[int]], List[bool]]:
+                top_p: float, max_new_tokens: int, stop_ids: Sequence[int],
+                pad_id: int, on_tokens: Optional[Callable[[int], None]] = None) -> Tuple[List[List[int]], List[bool]]:
     """`n` samples for each left-padded prompt row of `ids` [P, L]: (generated ids per sample, ending
-    with EOS when finished; finished flags), samples of prompt i at rows i*n .. i*n + n - 1."""
+    with the stop id that ended it when finished; finished flags), samples of prompt i at rows
+    i*n .. i*n + n - 1. A row finishes at the first of `stop_ids` it samples. `on_tokens(count)`,
+    if given, is called after every decoding step with the number of tokens it generated (progress)."""
     prompts, width = ids.shape
     if max_new_tokens < 1 or prompts == 0:
         return [[] for _ in range(prompts * n)], [False] * (prompts * n)
     dec = LeanDecoder(model)
     rows, total = prompts * n, width + max_new_tokens
     device = ids.device
+    stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     valid = attention.bool()
     rope = dec.rope_table(total, device)
-    cache = _Cache(len(dec.layers), prompts, dec.kv_heads, total, dec.head_dim, dec.head.weight)
+    cache = _Cache(len(dec.layers), prompts, dec.kv_heads, width, dec.head_dim, dec.head.weight)
 
     # Prefill each distinct prompt once; a pad query also sees itself, so no row of the mask is
     # empty (an empty row would make NaN keys and values that poison later steps).
@@ -142,8 +177,7 @@ def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, te
     prefill_mask = (causal & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
     positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
     logits = dec.forward(ids, positions, cache, 0, prefill_mask.unsqueeze(1), rope)
-    cache.k = [k.repeat_interleave(n, dim=0) for k in cache.k]
-    cache.v = [v.repeat_interleave(n, dim=0) for v in cache.v]
+    cache.resize(None, width, width + min(max_new_tokens, _FIRST_ROOM), repeat=n)
     logits = logits.repeat_interleave(n, dim=0)
     sees = torch.ones(rows, 1, 1, total, dtype=torch.bool, device=device)
     sees[:, 0, 0, :width] = valid.repeat_interleave(n, dim=0)
@@ -151,7 +185,7 @@ def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, te
 
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
-    live = None  # the rows the cache still holds, once some have finished (None: all rows)
+    live = None  # the sample rows the cache holds, once some have been dropped (None: all rows)
     steps = 0
     for t in range(max_new_tokens):
         if temperature == 0:
@@ -162,25 +196,32 @@ def lean_sample(model, ids: torch.Tensor, attention: torch.Tensor, n: int, *, te
         chosen = torch.where(unfinished, chosen, pad_id)
         tokens[:, t] = chosen
         steps = t + 1
-        unfinished &= chosen != eos_id
+        if on_tokens is not None:
+            on_tokens(int(unfinished.sum()))
+        unfinished &= ~torch.isin(chosen, stops)
         if t + 1 == max_new_tokens or not bool(unfinished.any()):
             break
         still = unfinished if live is None else unfinished[live]
-        if not bool(still.all()):  # drop the rows that just finished from the cache
+        held, generating = still.numel(), int(still.sum())
+        used = width + t  # positions cached so far
+        full = used + 1 > cache.length
+        if generating <= _COMPACT_AT * held or (full and generating < held):  # drop the finished rows
             keep = still.nonzero().squeeze(1)
-            cache.keep(keep)
+            cache.resize(keep, used, max(cache.length, used + 1) if not full else _grown(cache.length, width, total))
             sees, next_pos = sees[keep], next_pos[keep]
             live = keep if live is None else live[keep]
+        elif full:
+            cache.resize(None, used, _grown(cache.length, width, total))
         fed = chosen if live is None else chosen[live]
         step_logits = dec.forward(fed.unsqueeze(1), next_pos + t, cache, width + t, sees[..., :width + t + 1], rope)
         if live is None:
             logits = step_logits
-        else:  # finished rows sample from a placeholder (uniform) and get the pad token anyway
+        else:  # rows out of the cache sample from a placeholder (uniform); finished rows get the pad token anyway
             logits = step_logits.new_zeros(rows, step_logits.shape[-1]).index_copy_(0, live, step_logits)
 
     finished = ~unfinished
-    is_eos = tokens[:, :steps] == eos_id
-    lengths = torch.where(finished, is_eos.int().argmax(dim=-1) + 1, steps).tolist()
+    is_stop = torch.isin(tokens[:, :steps], stops)
+    lengths = torch.where(finished, is_stop.int().argmax(dim=-1) + 1, steps).tolist()
     out = tokens[:, :steps].tolist()
     return [row[:length] for row, length in zip(out, lengths)], finished.tolist()
 

@@ -15,12 +15,13 @@ import json
 import os
 import urllib.request
 import warnings
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
 from aent_cli.errors import UserError
 from aent_cli.rollout.base import Completion, PromptCompletions, SamplingParams
+from aent_cli.rollout.stops import stop_token_ids
 
 _MISSING = "rollout.backend=vllm needs vLLM (CUDA only): pip install 'aent-cli[gpu]'"
 
@@ -31,10 +32,12 @@ def require_vllm() -> None:
         raise UserError(_MISSING)
 
 
-def sampling_kwargs(params: SamplingParams) -> Dict[str, Any]:
+def sampling_kwargs(params: SamplingParams, stop_ids: Sequence[int] = ()) -> Dict[str, Any]:
     """vllm.SamplingParams arguments for our SamplingParams, with nothing left to the model's own
-    generation_config (as the hf backend: repetition penalty 1, top-k off unless asked)."""
+    generation_config (as the hf backend: repetition penalty 1, top-k off unless asked). `stop_ids`:
+    the end ids besides the tokenizer's EOS (which vLLM stops at by itself), as `stop_token_ids`."""
     greedy = params.temperature == 0
+    extra = {"stop_token_ids": list(stop_ids)} if stop_ids else {}
     return {
         "n": params.n,
         "temperature": 0.0 if greedy else params.temperature,
@@ -44,17 +47,23 @@ def sampling_kwargs(params: SamplingParams) -> Dict[str, Any]:
         "seed": params.seed,
         "repetition_penalty": 1.0,
         "skip_special_tokens": True,
+        **extra,
     }
 
 
-def to_completion(token_ids: Iterable[int], finish_reason: Optional[str], stop_reason: Any, tokenizer) -> Completion:
-    """A Completion whose ids end with EOS when the model stopped by itself, as the hf backend's do
-    (the trainer learns to emit EOS from them)."""
+def to_completion(token_ids: Iterable[int], finish_reason: Optional[str], stop_reason: Any, tokenizer,
+                  stop_ids: Sequence[int] = ()) -> Completion:
+    """A Completion whose ids end with the stop id when the model stopped by itself, as the hf
+    backend's do (the trainer learns to emit it from them): EOS when vLLM stopped at EOS
+    (stop_reason None), the id itself when it stopped at one of `stop_ids` (stop_reason that id)."""
     ids = list(token_ids)
     finished = finish_reason == "stop"
     eos = tokenizer.eos_token_id
-    if finished and stop_reason is None and eos is not None and (not ids or ids[-1] != eos):
-        stop_ids = getattr(tokenizer, "all_special_ids", [eos])
+    if finished and isinstance(stop_reason, int) and not isinstance(stop_reason, bool):
+        if not ids or ids[-1] != stop_reason:
+            ids.append(stop_reason)
+    elif finished and stop_reason is None and eos is not None and (not ids or ids[-1] != eos):
+        stop_ids = set(getattr(tokenizer, "all_special_ids", [eos])) | set(stop_ids)
         if not ids or ids[-1] not in stop_ids:
             ids.append(eos)
     return Completion(text=tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, finished=finished)
@@ -68,6 +77,8 @@ class VLLMRollout:
     def __init__(self, cfg, model, tokenizer) -> None:
         self.cfg, self.tokenizer = cfg, tokenizer
         self.mode = cfg.mode
+        # every end id but the tokenizer's EOS, which vLLM stops at by itself
+        self.stop_ids = [i for i in stop_token_ids(tokenizer, model) if i != tokenizer.eos_token_id]
         self.needs_weight_sync = self.mode == "colocate"  # the trainer calls sync_weights after each step
         self.weight_syncs = 0
         self.llm = None
@@ -147,13 +158,13 @@ class VLLMRollout:
     def generate(self, prompts: List[str], params: SamplingParams) -> List[PromptCompletions]:
         prompt_ids = _encode(self.tokenizer, prompts)
         if self.mode == "server":
-            raw = self.server.complete(prompt_ids, sampling_kwargs(params))
+            raw = self.server.complete(prompt_ids, sampling_kwargs(params, self.stop_ids))
         else:
             import vllm
 
             self._wake(("weights", "kv_cache"))
             outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids],
-                                        sampling_params=vllm.SamplingParams(**sampling_kwargs(params)),
+                                        sampling_params=vllm.SamplingParams(**sampling_kwargs(params, self.stop_ids)),
                                         use_tqdm=False)
             self._sleep()
             raw = [[(o.token_ids, o.finish_reason, getattr(o, "stop_reason", None)) for o in out.outputs]
@@ -163,7 +174,7 @@ class VLLMRollout:
             if len(group) != params.n:
                 raise RuntimeError(f"vLLM returned {len(group)} completions for a prompt, expected {params.n}")
             results.append(PromptCompletions(prompt=prompt, prompt_ids=ids, completions=[
-                to_completion(tokens, finish, stop, self.tokenizer) for tokens, finish, stop in group]))
+                to_completion(tokens, finish, stop, self.tokenizer, self.stop_ids) for tokens, finish, stop in group]))
         return results
 
     def close(self) -> None:
