@@ -116,6 +116,7 @@ class TrainerConfig:
     batch_size: int = 8  # queries per step
     mini_batch_size: int = 8  # queries per optimiser step
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation below it)
+    micro_batch_tokens: int = 4096  # and at most this many tokens per forward/backward (0 = no bound)
     ppo_epochs: int = 1  # mini-epochs over the batch
     lr: float = 1e-4
     weight_decay: float = 0.0

@@ -109,7 +109,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         _fail("trainer.bf16", t.bf16, "only with trainer.backend=deepspeed (torch backend: model.dtype=bfloat16)")
     if t.cpu_offload and (t.backend != "deepspeed" or t.zero_stage == 0):
         _fail("trainer.cpu_offload", t.cpu_offload, "only with trainer.backend=deepspeed and trainer.zero_stage >= 1")
-    for key in ("val_every", "checkpoint_every", "threads"):
+    for key in ("val_every", "checkpoint_every", "threads", "micro_batch_tokens"):
         if t[key] < 0:
             _fail(f"trainer.{key}", t[key], ">= 0")
     if t.keep_checkpoints < 1:

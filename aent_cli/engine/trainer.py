@@ -84,11 +84,11 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
     old = None
     if updates_per_step > 1:
         old = measure(setup.model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk, micro,
-                      backend=setup.backend)
+                      backend=setup.backend, micro_tokens=cfg.trainer.micro_batch_tokens)
     ref_logp = None
     if algo.kl_coef > 0:
         ref_logp = measure(setup.ref_model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk,
-                           micro)["logp"]
+                           micro, micro_tokens=cfg.trainer.micro_batch_tokens)["logp"]
     t_old = time.perf_counter()
 
     stats = optimise(
@@ -96,7 +96,7 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
         temperature=cfg.rollout.temperature, chunk=cfg.model.logit_chunk, group_size=group,
         mini_batch_queries=cfg.trainer.mini_batch_size, micro_batch_size=micro,
         ppo_epochs=cfg.trainer.ppo_epochs, grad_clip=cfg.trainer.grad_clip,
-        max_response_length=cfg.rollout.max_new_tokens)
+        max_response_length=cfg.rollout.max_new_tokens, micro_batch_tokens=cfg.trainer.micro_batch_tokens)
     measured = stats.pop("_measured", None) or old
     if getattr(setup.rollout, "needs_weight_sync", False):  # an engine with its own copy (vllm)
         with setup.backend.generation_context():
