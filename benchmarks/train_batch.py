@@ -21,7 +21,12 @@ MATH_TRAIN = "train/math_train.jsonl"
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("AENT_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    """$AENT_DATA_DIR, else ../shared/data from the working directory (as conf/data/math.yaml),
+    else /work/shared/data."""
+    if "AENT_DATA_DIR" in os.environ:
+        return Path(os.environ["AENT_DATA_DIR"])
+    relative = Path("../shared/data")
+    return relative if (relative / MATH_TRAIN).is_file() else Path("/work/shared/data")
 
 
 def sync(device) -> None:
@@ -61,8 +66,8 @@ def prompts(model: str, tokenizer, cfg, count: int) -> List[List[int]]:
 
 def make_batch(prompt_ids: Sequence[List[int]], n: int, lengths: Sequence[int], vocab: int, pad_id: int,
                seed: int = 0):
-    """A SequenceBatch of len(prompt_ids) groups of n responses; response i of a group has
-    lengths[i % len(lengths)] tokens drawn uniformly from the vocabulary (seeded)."""
+    """A SequenceBatch of len(prompt_ids) groups of n responses; row r (group-major) has
+    lengths[r % len(lengths)] tokens drawn uniformly from the vocabulary (seeded)."""
     from aent_cli.models.logprobs import pack_sequences
 
     g = torch.Generator().manual_seed(seed)
@@ -70,7 +75,8 @@ def make_batch(prompt_ids: Sequence[List[int]], n: int, lengths: Sequence[int], 
     for prompt in prompt_ids:
         for i in range(n):
             rows_p.append(list(prompt))
-            rows_r.append(torch.randint(0, vocab, (lengths[i % len(lengths)],), generator=g).tolist())
+            length = lengths[len(rows_r) % len(lengths)]
+            rows_r.append(torch.randint(0, vocab, (length,), generator=g).tolist())
     return pack_sequences(rows_p, rows_r, pad_id)
 
 
@@ -141,6 +147,27 @@ def peak_memory_mb(device) -> float:
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> float:
+    """Resets the kernel's resident-memory high-water mark (Linux); returns the RSS now, in MiB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    """Resident-memory high-water mark since the last `reset_peak_rss`, in MiB."""
+    return _status_mb("VmHWM")
 
 
 def timed_backend(model, optimizer, device):

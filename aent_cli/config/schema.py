@@ -56,7 +56,7 @@ class AlgoConfig:
 @dataclass
 class ModelConfig:
     path: str = "tiny"  # "tiny" = the embedded warm-started model; else a local dir or hub id
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto (bfloat16 on a bf16-capable GPU, else float32)
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
     prompt_template: str = "auto"  # auto | qwen_boxed | chat | plain

@@ -12,7 +12,7 @@ _CHOICES = {
     "algo.bonus": ("none", "full", "clamped"),
     "algo.coef.mode": ("adaptive", "constant", "target"),
     "algo.kl_estimator": ("k1", "k3"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "model.prompt_template": ("auto", "qwen_boxed", "chat", "plain"),
     "rollout.backend": ("hf", "vllm"),
     "rollout.mode": ("colocate", "server"),
