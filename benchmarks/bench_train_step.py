@@ -91,6 +91,29 @@ def child(spec: dict) -> dict:
             "peak_mb": tb.peak_memory_mb(device), "load": os.getloadavg()[0]}
 
 
+def dtype_rates(args) -> None:
+    """The matmul rate of the step's shapes per dtype, interleaved, for each thread count."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    import train_batch as tb
+
+    model, tokenizer, cfg = tb.load(args.model, "float32", False, args.device)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    batch = tb.make_batch(tb.prompts(args.model, tokenizer, cfg, args.queries), args.n, args.lengths, vocab,
+                          tokenizer.pad_token_id)
+    work = tb.work(model, batch)
+    for n_threads in args.threads:
+        torch.set_num_threads(n_threads)
+        rates = {}
+        for dtype in (torch.float32, torch.bfloat16) * 2:  # interleaved, best of two
+            rate = tb.matmul_rate(model.to(dtype), work["tokens"], work["scored"], args.device)
+            rates[dtype] = max(rates.get(dtype, 0.0), rate)
+        print(f"{n_threads} thread(s): float32 {rates[torch.float32] / 1e9:.1f} GFLOP/s, bfloat16 "
+              f"{rates[torch.bfloat16] / 1e9:.1f} GFLOP/s ({rates[torch.float32] / rates[torch.bfloat16]:.1f}x "
+              f"slower); load average {os.getloadavg()[0]:.1f}")
+
+
 def run_child(spec: dict, code: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env, capture_output=True,
@@ -116,10 +139,15 @@ def main() -> None:
     ap.add_argument("--micro-batch-tokens", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--before", type=Path, default=None, help="another aent source tree to compare")
+    ap.add_argument("--dtype-rates", action="store_true",
+                    help="only print the matmul rate of the step's shapes in float32 and bfloat16")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.dtype_rates:
+        dtype_rates(args)
         return
     if args.model != "tiny" and not (Path(args.model) / "config.json").is_file():
         sys.exit(f"--model {args.model}: not a model directory (build SmolLM2 with ../shared/models/smollm2.py)")
