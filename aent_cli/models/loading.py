@@ -15,8 +15,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
     """`auto`: bfloat16 on a CUDA device that supports it, else float32. CPUs without native bf16
-    matrix instructions multiply bf16 matrices far slower than fp32 (5-6x on this project's 2-core
-    AMD EPYC: 3-4 against 17-28 GFLOP/s at SmolLM2's shapes), so a CPU run keeps fp32."""
+    matrix instructions multiply bf16 matrices far slower than fp32 (9.6x on this project's 2-core
+    AMD EPYC at SmolLM2's shapes: 2.7 against 25.9 GFLOP/s, `bench_train_step.py --dtype-rates`),
+    so a CPU run keeps fp32."""
     if name != "auto":
         return DTYPES[name]
     device = torch.device(device)
