@@ -125,3 +125,12 @@ def test_measurement_without_grad_equals_the_differentiable_values(case):
         torch.testing.assert_close(partial[key].detach(), measured[key], rtol=1e-6, atol=1e-6)
     for b, (logp, _, _) in enumerate(rows):
         torch.testing.assert_close(measured["logp"][b, :logp.shape[0]], logp.detach(), rtol=1e-5, atol=2e-5)
+
+
+def test_checkpointed_lm_head_gives_the_same_numbers_and_gradients(case, monkeypatch):
+    """The per-chunk recomputed LM head (taken once a forward's logits exceed the kept-whole bound)
+    against the naive computation, at both vocabulary sizes."""
+    import aent_cli.models.logprobs as logprobs
+
+    monkeypatch.setattr(logprobs, "_UNCHECKPOINTED_ELEMENTS", 0)
+    test_chunked_stats_and_gradients_equal_the_full_logits(case, chunk=7, min_chunks=0)

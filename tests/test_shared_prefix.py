@@ -80,3 +80,26 @@ def test_falls_back_where_it_does_not_apply(qwen):
     finally:
         qwen.gradient_checkpointing_disable()
     assert shared_prefix_hidden(qwen, batch) is not None
+
+
+@pytest.mark.parametrize("slack", [1.0, 1.3, 1e9], ids=["a bucket per size", "default buckets", "one bucket"])
+def test_padding_free_buckets_give_the_same_numbers(qwen, slack, monkeypatch):
+    """However segments are bucketed (one SDPA call each, padded to its largest), the packed forward
+    equals the transformers forward over every padded row, gradients included."""
+    import aent_cli.models.packing as packing
+
+    monkeypatch.setattr(packing, "BUCKET_SLACK", slack)
+    batch = _batch()
+    layout = packing.pack_layout(batch)
+    n_real = 5 + 2 + 4 + sum(max(n - 1, 0) for n in (4, 1, 6, 3, 3, 2, 5, 7, 1))
+    assert layout.token_ids.numel() == n_real  # 3 distinct prompts once + response inputs: no padding
+    if slack == 1.0:
+        assert len(layout.buckets) > 3 and any(b.valid is None for b in layout.buckets)
+    if slack == 1e9:
+        assert len(layout.buckets) == 1 and layout.buckets[0].valid is not None
+    got, got_grad = _stats(qwen, batch, True, monkeypatch)
+    want, want_grad = _stats(qwen, batch, False, monkeypatch)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-5)
+    for key in want_grad:
+        torch.testing.assert_close(got_grad[key], want_grad[key], atol=1e-5, rtol=1e-4)

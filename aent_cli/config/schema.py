@@ -56,7 +56,7 @@ class AlgoConfig:
 @dataclass
 class ModelConfig:
     path: str = "tiny"  # "tiny" = the embedded warm-started model; else a local dir or hub id
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto (bfloat16 on a bf16-capable GPU, else float32)
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
     prompt_template: str = "auto"  # auto | qwen_boxed | chat | plain
@@ -121,6 +121,7 @@ class TrainerConfig:
     batch_size: int = 8  # queries per step
     mini_batch_size: int = 8  # queries per optimiser step
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation below it)
+    micro_batch_tokens: int = 4096  # and at most this many tokens per forward/backward (0 = no bound)
     ppo_epochs: int = 1  # mini-epochs over the batch
     lr: float = 1e-4
     weight_decay: float = 0.0

@@ -18,7 +18,7 @@ _CHOICES = {
     "algo.bonus": ("none", "full", "clamped"),
     "algo.coef.mode": ("adaptive", "constant", "target"),
     "algo.kl_estimator": ("k1", "k3"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "model.prompt_template": ("auto", "qwen_boxed", "chat", "plain"),
     "rollout.backend": ("hf", "vllm"),
     "rollout.mode": ("colocate", "server"),
@@ -161,7 +161,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         _fail("trainer.bf16", t.bf16, "only with trainer.backend=deepspeed (torch backend: model.dtype=bfloat16)")
     if t.cpu_offload and (t.backend != "deepspeed" or t.zero_stage == 0):
         _fail("trainer.cpu_offload", t.cpu_offload, "only with trainer.backend=deepspeed and trainer.zero_stage >= 1")
-    for key in ("val_every", "checkpoint_every", "threads"):
+    for key in ("val_every", "checkpoint_every", "threads", "micro_batch_tokens"):
         if t[key] < 0:
             _fail(f"trainer.{key}", t[key], ">= 0")
     if t.keep_checkpoints < 1:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -71,32 +72,34 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
 
     completions = [c for g in generated for c in g.completions]
     answers = [p.answer for p in problems for _ in range(group)]
-    graded = setup.grader.grade([c.text for c in completions], answers)
-    rewards = torch.tensor(graded.rewards, dtype=torch.float32)
-    advantages = lookup(ADVANTAGES, algo.advantage, "advantage estimator")(rewards, group, algo.adv_eps)
-    t_reward = time.perf_counter()
-
-    batch = pack_sequences([g.prompt_ids for g in generated for _ in g.completions],
-                           [c.token_ids for c in completions], tok.pad_token_id).to(setup.device)
-    advantages = advantages.to(setup.device)
     updates_per_step = cfg.trainer.ppo_epochs * (cfg.trainer.batch_size // cfg.trainer.mini_batch_size)
     micro = cfg.trainer.micro_batch_size
-    old = None
-    if updates_per_step > 1:
-        old = measure(setup.model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk, micro,
-                      backend=setup.backend)
-    ref_logp = None
-    if algo.kl_coef > 0:
-        ref_logp = measure(setup.ref_model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk,
-                           micro)["logp"]
-    t_old = time.perf_counter()
+    old, ref_logp = None, None
+    # grading (in the grader's processes) overlaps packing and the old / reference log-prob passes,
+    # which need no reward; timing/reward_s is what the trainer then still waits for it
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        grading = pool.submit(setup.grader.grade, [c.text for c in completions], answers)
+        batch = pack_sequences([g.prompt_ids for g in generated for _ in g.completions],
+                               [c.token_ids for c in completions], tok.pad_token_id).to(setup.device)
+        if updates_per_step > 1:
+            old = measure(setup.model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk, micro,
+                          backend=setup.backend, micro_tokens=cfg.trainer.micro_batch_tokens)
+        if algo.kl_coef > 0:
+            ref_logp = measure(setup.ref_model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk,
+                               micro, micro_tokens=cfg.trainer.micro_batch_tokens)["logp"]
+        t_old = time.perf_counter()
+        graded = grading.result()
+    rewards = torch.tensor(graded.rewards, dtype=torch.float32)
+    advantages = lookup(ADVANTAGES, algo.advantage, "advantage estimator")(rewards, group, algo.adv_eps)
+    advantages = advantages.to(setup.device)
+    t_reward = time.perf_counter()
 
     stats = optimise(
         setup.model, setup.backend, algo, batch, advantages, old, ref_logp, coef.value,
         temperature=cfg.rollout.temperature, chunk=cfg.model.logit_chunk, group_size=group,
         mini_batch_queries=cfg.trainer.mini_batch_size, micro_batch_size=micro,
         ppo_epochs=cfg.trainer.ppo_epochs, grad_clip=cfg.trainer.grad_clip,
-        max_response_length=cfg.rollout.max_new_tokens)
+        max_response_length=cfg.rollout.max_new_tokens, micro_batch_tokens=cfg.trainer.micro_batch_tokens)
     measured = stats.pop("_measured", None) or old
     if getattr(setup.rollout, "needs_weight_sync", False):  # an engine with its own copy (vllm)
         with setup.backend.generation_context():
@@ -127,9 +130,9 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
         "perf/step_time_s": elapsed,
         "perf/tokens_per_s": n_tokens / elapsed,
         "timing/rollout_s": t_rollout - started,
-        "timing/reward_s": t_reward - t_rollout,
-        "timing/old_logp_s": t_old - t_reward,
-        "timing/update_s": t_update - t_old,
+        "timing/reward_s": t_reward - t_old,
+        "timing/old_logp_s": t_old - t_rollout,
+        "timing/update_s": t_update - t_reward,
     }
     for key, value in stats.items():
         metrics[f"actor/{key}"] = value

@@ -9,7 +9,7 @@ Models outside the family (`lean_supported` False) keep the transformers forward
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -74,74 +74,54 @@ def mlp(layer, x: torch.Tensor) -> torch.Tensor:
     return F.linear(gated, m.down_proj.weight, m.down_proj.bias)
 
 
-def _distinct_prompts(input_ids: torch.Tensor, starts: List[int]) -> Tuple[List[List[int]], List[int]]:
-    index: Dict[tuple, int] = {}
-    of_row = [index.setdefault(tuple(input_ids[b, :s].tolist()), len(index)) for b, s in enumerate(starts)]
-    return [list(key) for key in index], of_row
+def _attention(attn, layout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool) -> torch.Tensor:
+    """Attention outputs [N, heads * head_dim] of the flat q [N, heads, d], k, v [N, kv_heads, d],
+    one SDPA call per bucket of segments (see `packing`)."""
+    outs = []
+    q_parts = torch.split(q, [b.q_total for b in layout.buckets])  # split, not slices: a cheap backward
+    for bucket, q_part in zip(layout.buckets, q_parts):
+        qb = q_part if bucket.q_index is None else q_part.index_select(0, bucket.q_index)
+        qb = qb.view(bucket.count, bucket.q_width, *q.shape[1:]).transpose(1, 2)
+        kb = k.index_select(0, bucket.k_index).view(bucket.count, bucket.k_width, *k.shape[1:]).transpose(1, 2)
+        vb = v.index_select(0, bucket.k_index).view(bucket.count, bucket.k_width, *v.shape[1:]).transpose(1, 2)
+        out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=bucket.mask, is_causal=bucket.mask is None,
+                                             scale=attn.scaling, enable_gqa=gqa)
+        out = out.transpose(1, 2).reshape(bucket.count * bucket.q_width, -1)
+        outs.append(out if bucket.valid is None else out.index_select(0, bucket.valid))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def shared_prefix_hidden(model, batch) -> Optional[torch.Tensor]:
     """Final hidden states [N, hidden] at the positions predicting the batch's N response tokens
     (row-major, `batch.response_mask` order), or None when this path does not apply.
 
-    The same numbers as the model's forward over each prompt + response, but each distinct prompt
-    (a GRPO group shares one) runs once and its keys and values serve all its responses, and the
-    responses are not padded to the longest prompt + response: fewer positions through every layer.
-    Gradients reach the shared prompt computation from every response that attends to it.
+    The same numbers as the model's forward over each prompt + response, without its waste: each
+    distinct prompt (a GRPO group shares one) runs once and its keys and values serve all its
+    responses, and no position is padding: the layers see one flat sequence of the batch's real
+    tokens (`packing.pack_layout`), attention runs per bucket of similar-sized segments, and the
+    final norm runs only where a response token is predicted. Gradients reach the shared prompt
+    computation from every response that attends to it.
     """
+    from aent_cli.models.packing import pack_layout
+
     cfg = model.config
     starts = batch.response_start.tolist()
-    t_width = batch.responses.shape[1]
-    if (not lean_supported(model) or _checkpointing(model) or t_width < 2
+    if (not lean_supported(model) or _checkpointing(model) or batch.responses.shape[1] < 2
             or min(starts) < 1 or (model.training and getattr(cfg, "attention_dropout", 0.0))):
         return None
     device = batch.input_ids.device
-    prompts, of_row = _distinct_prompts(batch.input_ids, starts)
-    n_prompts, p_width, r_width = len(prompts), max(starts), t_width - 1
-    rows = len(starts)
-    p_ids = torch.zeros((n_prompts, p_width), dtype=torch.long, device=device)
-    p_valid = torch.zeros((n_prompts, p_width), dtype=torch.bool, device=device)
-    for i, ids in enumerate(prompts):  # left-padded, so every prompt ends in the last column
-        p_ids[i, p_width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-        p_valid[i, p_width - len(ids):] = True
-    of_row_t = torch.tensor(of_row, device=device)
-    # the response tokens that are inputs: all but the last (it predicts nothing we score)
-    r_ids = batch.responses[:, :r_width]
-    p_pos = (p_valid.long().cumsum(-1) - 1).clamp(min=0)
-    r_pos = p_valid.sum(-1)[of_row_t].unsqueeze(1) + torch.arange(r_width, device=device)
-    cos_t, sin_t = rope_table(model, p_width + t_width, device)
-    positions = torch.cat([p_pos.reshape(-1), r_pos.reshape(-1)])
-    cos, sin = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)  # [N, 1, head_dim]
-    n_p = n_prompts * p_width
-
-    eye = torch.eye(p_width, dtype=torch.bool, device=device)
-    p_mask = ((torch.ones_like(eye).tril() & p_valid[:, None, :]) | eye).unsqueeze(1)  # a pad query sees itself
-    causal = torch.ones(r_width, r_width, dtype=torch.bool, device=device).tril()
-    r_mask = torch.cat([p_valid[of_row_t][:, None, :].expand(rows, r_width, p_width),
-                        causal.expand(rows, r_width, r_width)], dim=-1).unsqueeze(1)
-
-    embed = model.model.embed_tokens.weight
-    h = F.embedding(torch.cat([p_ids.reshape(-1), r_ids.reshape(-1)]), embed)  # [n_p + rows * r_width, hidden]
+    layout = pack_layout(batch)
+    cos_t, sin_t = rope_table(model, int(layout.positions.max()) + 1, device)
+    half = cos_t.shape[-1] // 2
+    sin_t = torch.cat([-sin_t[:, :half], sin_t[:, half:]], dim=-1)  # rotate_half's sign folded in
+    cos, sin = cos_t[layout.positions].unsqueeze(1), sin_t[layout.positions].unsqueeze(1)  # [N, 1, head_dim]
     gqa = cfg.num_attention_heads != cfg.num_key_value_heads
 
-    def split(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:  # [N, heads, d] -> prompt, response blocks
-        return (x[:n_p].view(n_prompts, p_width, *x.shape[1:]).transpose(1, 2),
-                x[n_p:].view(rows, r_width, *x.shape[1:]).transpose(1, 2))
-
+    h = F.embedding(layout.token_ids, model.model.embed_tokens.weight)  # [N, hidden]
     for layer in model.model.layers:
         attn = layer.self_attn
         q, k, v = qkv(attn, rms_norm(h, layer.input_layernorm))
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        (qp, qr), (kp, kr), (vp, vr) = split(q), split(k), split(v)
-        out_p = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=p_mask, scale=attn.scaling, enable_gqa=gqa)
-        out_r = F.scaled_dot_product_attention(
-            qr, torch.cat([kp.index_select(0, of_row_t), kr], dim=2),
-            torch.cat([vp.index_select(0, of_row_t), vr], dim=2), attn_mask=r_mask, scale=attn.scaling,
-            enable_gqa=gqa)
-        out = torch.cat([out_p.transpose(1, 2).reshape(n_p, -1), out_r.transpose(1, 2).reshape(rows * r_width, -1)])
-        h = h + F.linear(out, attn.o_proj.weight, attn.o_proj.bias)
+        q, k = q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin  # = rotate(); one op fewer
+        h = h + F.linear(_attention(attn, layout, q, k, v, gqa), attn.o_proj.weight, attn.o_proj.bias)
         h = h + mlp(layer, rms_norm(h, layer.post_attention_layernorm))
-
-    last_prompt = h[:n_p].view(n_prompts, p_width, -1)[:, -1].index_select(0, of_row_t)  # predicts token 0
-    per_row = torch.cat([last_prompt.unsqueeze(1), h[n_p:].view(rows, r_width, -1)], dim=1)  # [rows, T, hidden]
-    return rms_norm(per_row[batch.response_mask.bool()], model.model.norm)
+    return rms_norm(h.index_select(0, layout.scored), model.model.norm)

@@ -1,0 +1,116 @@
+"""Cost per real token of a training step as response lengths grow and spread: padding waste.
+
+    python benchmarks/bench_lengths.py                                   # embedded model, 64 sequences
+    python benchmarks/bench_lengths.py --model ~/.cache/aent/models/SmolLM2-135M-Instruct \\
+        --queries 2 --n 8 --max-lengths 64 256 --before /tmp/aent-before
+
+One training step (forward + backward of the GRPO + clamped-entropy loss, then AdamW) on `--queries`
+x `--n` sequences whose response lengths are skewed: 3 sequences (5%, at least one) reach the
+maximum, the others are drawn uniformly between max/16 and max/4 (seeded; the same for every
+configuration). Token ids are uniform over the vocabulary; prompts as in `bench_train_step.py`.
+Each (maximum length x code tree) runs in a fresh process with 1 torch thread, interleaved,
+`--rounds` times. Printed: response tokens, seconds per step, ms per real (response) token, its
+ratio to the smallest maximum's, and the step's peak resident memory above what the process held
+before it (Linux VmHWM after /proc/self/clear_refs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def skewed_lengths(rows: int, longest: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    n_long = max(1, round(rows * 0.05))
+    short = torch.randint(max(1, longest // 16), max(2, longest // 4) + 1, (rows - n_long,), generator=g).tolist()
+    lengths = short + [longest] * n_long
+    order = torch.randperm(rows, generator=g).tolist()
+    return [lengths[i] for i in order]
+
+
+def child(spec: dict) -> dict:
+    sys.path.insert(0, str(HERE))
+    import train_batch as tb
+    from aent_cli.engine.update import optimise
+
+    torch.set_num_threads(1)
+    model, tokenizer, cfg = tb.load(spec["model"], "float32", False, "cpu")
+    vocab = model.get_output_embeddings().weight.shape[0]
+    batch = tb.make_batch(tb.prompts(spec["model"], tokenizer, cfg, spec["queries"]), spec["n"], spec["lengths"],
+                          vocab, tokenizer.pad_token_id)
+    advantages = torch.randn(batch.input_ids.shape[0], generator=torch.Generator().manual_seed(1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
+    kwargs = dict(temperature=1.0, chunk=cfg.model.logit_chunk, group_size=spec["n"], mini_batch_queries=spec["queries"],
+                  micro_batch_size=cfg.trainer.micro_batch_size, ppo_epochs=1, grad_clip=1.0,
+                  max_response_length=max(spec["lengths"]))
+    if "micro_batch_tokens" in cfg.trainer:
+        kwargs["micro_batch_tokens"] = cfg.trainer.micro_batch_tokens
+    warm = batch.rows(slice(0, spec["n"]))  # one group, for the allocator and kernels
+    optimise(model, optimizer, cfg.algo, warm, advantages[:spec["n"]], None, None, 0.01,
+             **{**kwargs, "mini_batch_queries": 1})
+    baseline = tb.reset_peak_rss()
+    started = time.perf_counter()
+    optimise(model, optimizer, cfg.algo, batch, advantages, None, None, 0.01, **kwargs)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "tokens": int(batch.response_mask.sum()), "peak_mb": tb.peak_rss_mb() - baseline,
+            "micro_batch_tokens": kwargs.get("micro_batch_tokens", 0), "load": os.getloadavg()[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="tiny", help="tiny (the embedded model) or a model directory")
+    ap.add_argument("--queries", type=int, default=8)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--max-lengths", type=int, nargs="+", default=[64, 256, 1024])
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--before", type=Path, default=None, help="another aent source tree to compare")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    codes = ([("before", args.before.resolve())] if args.before else []) + [("after", ROOT)]
+    rows = args.queries * args.n
+    results = {(name, m): [] for name, _ in codes for m in args.max_lengths}
+    for _ in range(args.rounds):
+        for longest in args.max_lengths:
+            for name, code in codes:
+                spec = {"model": args.model, "queries": args.queries, "n": args.n,
+                        "lengths": skewed_lengths(rows, longest)}
+                out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
+                                     text=True, env={**os.environ, "PYTHONPATH": str(code)})
+                if out.returncode:
+                    sys.exit(f"child failed ({name}, max {longest}):\n{out.stderr[-3000:]}")
+                results[(name, longest)].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(".", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    print(f"model {args.model}, fp32 CPU, 1 thread; {rows} sequences ({args.queries} prompts x {args.n}), 5% at the "
+          f"maximum, the rest uniform in [max/16, max/4]; {args.rounds} round(s), medians; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    header = f"{'code':<7}{'max len':>8}{'resp tok':>9}{'step s':>8}{'ms/token':>9}{'vs shortest':>12}{'peak MB':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, _ in codes:
+        base = None
+        for longest in args.max_lengths:
+            got = results[(name, longest)]
+            seconds = statistics.median(r["seconds"] for r in got)
+            per_token = 1000 * seconds / got[0]["tokens"]
+            base = base or per_token
+            print(f"{name:<7}{longest:>8}{got[0]['tokens']:>9}{seconds:8.2f}{per_token:9.3f}{per_token / base:11.2f}x"
+                  f"{statistics.median(r['peak_mb'] for r in got):9.0f}")
+
+
+if __name__ == "__main__":
+    main()
