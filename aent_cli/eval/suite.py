@@ -17,7 +17,7 @@ from aent_cli.data.problem import Problem
 from aent_cli.eval.benchmarks import BenchSource, benchmark_names, load_benchmark, resolve_source
 from aent_cli.eval.recording import EvalRecorder, comparison_table, summary_table
 from aent_cli.eval.runner import BenchResult, evaluate_problems
-from aent_cli.eval.targets import ModelTarget, resolve_model
+from aent_cli.eval.targets import ModelTarget, check_hub_model, looks_like_hub_id, resolve_model
 from aent_cli.rollout.base import SamplingParams
 from aent_cli.tracking import store, tables
 
@@ -43,6 +43,8 @@ def plan_eval(cfg: DictConfig) -> EvalPlan:
     problems = {s.bench.name: load_benchmark(s, e.limit) for s in sources}
     refs = list(e.models) or [cfg.model.path]
     targets = [t for ref in refs for t in resolve_model(ref, e.checkpoint, lambda: store.client(cfg.tracking.uri))]
+    for path in dict.fromkeys(t.path for t in targets if looks_like_hub_id(t.path)):
+        check_hub_model(path)  # seconds, not minutes of download retries, for a hub id that cannot load
     return EvalPlan(sources, problems, targets)
 
 
@@ -67,14 +69,21 @@ def prompt_template(cfg: DictConfig, source: BenchSource) -> str:
     return source.bench.template if source.bench.template != "auto" else cfg.model.prompt_template
 
 
-def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, recorder: EvalRecorder,
-                    progress=None) -> Dict[str, BenchResult]:
-    from aent_cli.data.prompts import render_prompt, resolve_template
+def load_target(cfg: DictConfig):
+    """(model, tokenizer) for a target's config (`target_config`)."""
     from aent_cli.models.loading import load_policy, resolve_device
+
+    return load_policy(cfg.model, resolve_device(cfg.trainer.device))
+
+
+def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, recorder: EvalRecorder,
+                    progress=None, loaded=None) -> Dict[str, BenchResult]:
+    """Every benchmark on one target; `loaded` is its (model, tokenizer) when already loaded."""
+    from aent_cli.data.prompts import render_prompt, resolve_template
     from aent_cli.rewards import Grader
     from aent_cli.rollout import build_rollout
 
-    model, tokenizer = load_policy(cfg.model, resolve_device(cfg.trainer.device))
+    model, tokenizer = loaded or load_target(cfg)
     backend = build_rollout(cfg.rollout, model, tokenizer)
     results: Dict[str, BenchResult] = {}
     try:
@@ -110,17 +119,19 @@ def run_eval(cfg: DictConfig, console=None, progress_console=None) -> List[Model
     for target in plan.targets:
         tcfg = target_config(cfg, target)
         params = {**store.flatten(tcfg), "eval.model_ref": target.ref}
+        loaded = load_target(tcfg)  # before the MLflow run: a model that cannot load leaves no FAILED run
         recorder = EvalRecorder(client, cfg.tracking.experiment, target, params)
         entry = ModelEval(target, recorder.run_id)
         status = "FAILED"
         try:
             if progress_console is not None:
                 with _progress(progress_console) as progress:
-                    entry.results = evaluate_target(tcfg, plan, target, recorder, progress)
+                    entry.results = evaluate_target(tcfg, plan, target, recorder, progress, loaded)
             else:
-                entry.results = evaluate_target(tcfg, plan, target, recorder)
+                entry.results = evaluate_target(tcfg, plan, target, recorder, loaded=loaded)
             status = "FINISHED"
         finally:
+            loaded = None  # free this model before the next one loads
             recorder.finish(entry.results, status)
         done.append(entry)
         if console is not None:
