@@ -62,13 +62,13 @@ def test_panel_draws_band_bounds_and_distinct_styles():
     same = [(s, 0.2) for s in range(20)]
     panel = figures.Panel({"adaptive": same, "constant": same}, "t", "y",
                           bands=figures.entropy_bands([AENT]), hlines=figures.coef_bounds([AENT]))
-    assert panel.bands == [(0.2, 0.25, "H~ band [0.2, 0.25]")]
+    assert panel.bands == [(0.2, 0.25, r"$\tilde{H}$ band [0.2, 0.25]")]
     assert [y for y, _ in panel.hlines] == [0.0006, 0.009]
     figures._draw(ax, panel, 1, 0.6)
     [span] = ax.patches
     assert span.get_y() == pytest.approx(0.2) and span.get_height() == pytest.approx(0.05)
     labelled = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
-    assert {"lambda min 0.0006", "lambda max 0.009", "adaptive", "constant"} <= set(labelled)
+    assert {"λ min 0.0006", "λ max 0.009", "adaptive", "constant"} <= set(labelled)
     styles = {(labelled[n].get_linestyle(), labelled[n].get_marker()) for n in ("adaptive", "constant")}
     assert len(styles) == 2  # identical curves, still two visible lines
     raw = [line for line in ax.get_lines() if line.get_label().startswith("_") and line.get_alpha() == 0.3]

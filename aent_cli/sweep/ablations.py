@@ -33,7 +33,7 @@ def _over_steps(outcomes: Sequence[JobOutcome]) -> List[figures.Panel]:
 
 def coef_figure(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
     """Fig. 5 with the coefficient itself as a fourth panel (between its bounds): what the arms vary."""
-    coef = figures.Panel(curves(outcomes, COEF), "Entropy coefficient", "lambda",
+    coef = figures.Panel(curves(outcomes, COEF), "Entropy coefficient", "λ",
                          hlines=figures.coef_bounds([o.params for o in outcomes]))
     return [figures.plot_panels(_over_steps(outcomes) + [coef], out_dir / "fig5_adaptive_vs_constant_coef.png",
                                 suptitle="AEnt: adaptive vs constant entropy coefficient",

@@ -157,7 +157,7 @@ def entropy_bands(params_by_run: Sequence[Mapping[str, str]]) -> List[Tuple[floa
         low, high = _float(params, "algo.h_low"), _float(params, "algo.h_high")
         if low is not None and high is not None and (low, high) not in [(b[0], b[1]) for b in bands]:
             bands.append((low, high))
-    return [(low, high, f"H~ band [{low:g}, {high:g}]") for low, high in bands]
+    return [(low, high, rf"$\tilde{{H}}$ band [{low:g}, {high:g}]") for low, high in bands]
 
 
 def coef_bounds(params_by_run: Sequence[Mapping[str, str]]) -> List[Tuple[float, str]]:
@@ -166,7 +166,7 @@ def coef_bounds(params_by_run: Sequence[Mapping[str, str]]) -> List[Tuple[float,
     for params in params_by_run:
         if params.get("algo.coef.mode") != "adaptive":
             continue
-        for key, name in (("algo.coef.min", "lambda min"), ("algo.coef.max", "lambda max")):
+        for key, name in (("algo.coef.min", "λ min"), ("algo.coef.max", "λ max")):
             value = _float(params, key)
             if value is not None and value not in [y for y, _ in lines]:
                 lines.append((value, f"{name} {value:g}"))

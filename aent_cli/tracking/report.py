@@ -27,7 +27,7 @@ CURVES = {"val/acc": ("Test score vs step", "val/acc"),
           "actor/entropy": ("Entropy", "entropy (nats)"),
           "actor/clamped_entropy": ("Clamped entropy", "clamped entropy (nats)"),
           "response_length/mean": ("Response length", "tokens"),
-          "actor/entropy_coef": ("Entropy coefficient", "lambda")}
+          "actor/entropy_coef": ("Entropy coefficient", "λ")}
 
 
 class ReportError(UserError):
