@@ -26,16 +26,15 @@ def report_command(
     log: bool = typer.Option(True, "--log/--no-log", help="Record the report as an MLflow run (aent.kind=report)."),
 ) -> None:
     """Build the paper's benchmark table and figures from MLflow runs."""
-    from rich.console import Console
 
-    from aent_cli.tracking import store
+    from aent_cli.tracking import store, tables
     from aent_cli.tracking.report import make_report
     from aent_cli.tracking.tables import to_rich
 
     cfg = load_config(overrides)
-    console = Console()
+    console = tables.console()
     with user_errors():
-        result = make_report(store.client(cfg.tracking.uri), run_ids=run, experiment=experiment, parent=parent,
+        result = make_report(store.client(cfg.tracking.uri, cfg.tracking.artifact_location), run_ids=run, experiment=experiment, parent=parent,
                              labels=label, checkpoint=checkpoint, score=score,
                              out_dir=out or Path(cfg.eval.output_dir),
                              log_to=(experiment or cfg.tracking.experiment) if log else None, smoothing=smooth)

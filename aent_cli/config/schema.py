@@ -164,6 +164,9 @@ class EvalConfig:
 class TrackingConfig:
     uri: Optional[str] = None  # null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     experiment: str = "aent"
+    # Where the artifacts of experiments that aent creates go; null = beside the store (`mlruns/` next
+    # to a SQLite file). An existing experiment keeps the location it was created with.
+    artifact_location: Optional[str] = None
     # Steps between MLflow writes (metrics are buffered); a write also happens once 10 s have passed.
     log_every: int = 10
 

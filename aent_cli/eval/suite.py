@@ -114,7 +114,7 @@ def _progress(console):
 def run_eval(cfg: DictConfig, console=None, progress_console=None) -> List[ModelEval]:
     """Evaluate every target on every benchmark; returns the results with their MLflow run ids."""
     plan = plan_eval(cfg)
-    client = store.client(cfg.tracking.uri)
+    client = store.client(cfg.tracking.uri, cfg.tracking.artifact_location)
     done: List[ModelEval] = []
     for target in plan.targets:
         tcfg = target_config(cfg, target)

@@ -3,6 +3,7 @@ training, evaluation and sweeps can hold several runs at once and resume a run b
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,18 +16,42 @@ def tracking_uri(uri: Optional[str] = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
-def client(uri: Optional[str] = None):
+# MLflow 3 opens an experiment on its GenAI overview unless the experiment says it trains models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def client(uri: Optional[str] = None, artifact_location: Optional[str] = None):
+    """An MlflowClient on `tracking_uri(uri)`; `artifact_location` (tracking.artifact_location) is where
+    experiments that aent creates keep their artifacts (default: `artifact_root` of the store)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri(uri))
+    out = MlflowClient(tracking_uri=tracking_uri(uri))
+    out.aent_artifact_location = artifact_location
+    return out
+
+
+def artifact_root(uri: str) -> Optional[str]:
+    """Where a new experiment's artifacts go, beside the store `uri` names: `<folder of the .db>/mlruns`
+    for SQLite (not the working directory's ./mlruns, MLflow's default); None where MLflow's own
+    choice is already beside the store (file stores, tracking servers, other databases)."""
+    if uri.startswith("sqlite:///"):
+        database = uri[len("sqlite:///"):].split("?")[0]
+        if database and database != ":memory:":
+            return str(Path(database).expanduser().resolve().parent / "mlruns")
+    return None
 
 
 def experiment_id(mlflow_client, name: str) -> str:
+    """The experiment's id, created when missing (artifacts beside the store, marked as a model-training
+    experiment so the MLflow UI opens it on its runs)."""
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
+        if not found.tags.get("mlflow.experimentKind"):  # made by an older aent or by hand
+            mlflow_client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return found.experiment_id
+    location = getattr(mlflow_client, "aent_artifact_location", None) or artifact_root(mlflow_client.tracking_uri)
     try:
-        return mlflow_client.create_experiment(name)
+        return mlflow_client.create_experiment(name, artifact_location=location, tags=dict(EXPERIMENT_KIND))
     except Exception:  # another process created it between our two calls
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:

@@ -19,7 +19,7 @@ _BATCH_LIMIT = 1000  # MLflow's cap on metrics per log_batch call
 class TrainTracker:
     def __init__(self, cfg: DictConfig, run_dir: Path, run_id: Optional[str] = None,
                  parent_run_id: Optional[str] = None, tags: Optional[Dict[str, str]] = None) -> None:
-        self.client = store.client(cfg.tracking.uri)
+        self.client = store.client(cfg.tracking.uri, cfg.tracking.artifact_location)
         self.flush_every = max(1, int(cfg.tracking.log_every))
         self._pending: List[Tuple[Dict[str, float], int, int]] = []  # (metrics, step, time in ms)
         self._last_flush = time.monotonic()
