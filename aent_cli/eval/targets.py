@@ -209,7 +209,7 @@ def check_hub_model(ref: str) -> None:
     except Exception:  # not a valid repo id for the cache: let the probe below say why
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        raise ModelRefError(f"--model {ref}: not in the local hub cache, and HF_HUB_OFFLINE=1 forbids downloading it")
+        raise ModelRefError(f"--model {ref}: no such folder, and as a hub id it is not in the local cache (HF_HUB_OFFLINE=1)")
     from huggingface_hub import HfApi
     from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
 
@@ -218,10 +218,10 @@ def check_hub_model(ref: str) -> None:
     except GatedRepoError:
         return  # exists; loading says whether the token may read it
     except RepositoryNotFoundError:
-        raise ModelRefError(f"--model {ref}: no such model on the hub (and not a local folder)") from None
+        raise ModelRefError(f"--model {ref}: no such folder, and no such model on the hub") from None
     except Exception as exc:  # DNS, connection refused, timeout, proxy
         reason = " ".join(str(exc).split())[:80]
-        raise ModelRefError(f"--model {ref}: not in the local hub cache and the hub cannot be reached ({reason})") from None
+        raise ModelRefError(f"--model {ref}: no such folder, and as a hub id it is not cached and the hub cannot be reached ({reason})") from None
 
 
 def _resolve_run(run_id: str, choice: str, client, run_dir: Optional[Path] = None,
