@@ -111,3 +111,20 @@ def test_run_folder_without_store_still_links_by_trainer_state(tmp_path):
     _, run_dir, run_id = _trained_run(tmp_path)
     [target] = resolve_model(str(run_dir))  # no store: `best` means final
     assert (target.source_run_id, target.checkpoint, target.step) == (run_id, "final", 60)
+
+
+def test_report_shows_a_model_evaluated_by_folder_once(tmp_path, monkeypatch):
+    from aent_cli.eval.recording import EvalRecorder
+    from aent_cli.tracking.report import make_report
+
+    monkeypatch.chdir(tmp_path)
+    client, run_dir, run_id = _trained_run(tmp_path)
+    store.log_params(client, run_id, {"algo.name": "aent"})
+    for ref in (str(run_dir / "checkpoints" / "step_000030"), str(run_dir)):  # the same checkpoint, twice
+        [target] = resolve_model(ref, "best", lambda: client)
+        recorder = EvalRecorder(client, "e", target, {})
+        store.log_metrics(client, recorder.run_id, {"eval/math500/avg_at_4": 0.4}, target.step)
+        client.set_terminated(recorder.run_id)
+    result = make_report(client, experiment="e", out_dir=tmp_path / "rep", log_to=None)
+    assert [(row.label, row.info["checkpoint"], row.info["run"]) for row in result.table.rows] == \
+        [("AEnt", "step_30", run_id)]

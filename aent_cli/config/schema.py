@@ -123,7 +123,9 @@ class TrainerConfig:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    # torch CPU threads; 0 = torch's default (one per core). 1 by default: on a shared machine more threads
+    # than free cores make each step many times slower (README, "Threads"; benchmarks/bench_threads.py).
+    threads: int = 1
     backend: str = "torch"  # torch | deepspeed
     zero_stage: int = 2
     bf16: bool = False
