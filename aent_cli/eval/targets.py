@@ -209,7 +209,8 @@ def check_hub_model(ref: str) -> None:
     except Exception:  # not a valid repo id for the cache: let the probe below say why
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        raise ModelRefError(f"--model {ref}: no such folder, and as a hub id it is not in the local cache (HF_HUB_OFFLINE=1)")
+        raise ModelRefError(f"--model {ref}: no such folder, and as a hub id it is not in the local cache "
+                            "(HF_HUB_OFFLINE=1)")
     from huggingface_hub import HfApi
     from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
 
@@ -221,7 +222,8 @@ def check_hub_model(ref: str) -> None:
         raise ModelRefError(f"--model {ref}: no such folder, and no such model on the hub") from None
     except Exception as exc:  # DNS, connection refused, timeout, proxy
         reason = " ".join(str(exc).split())[:80]
-        raise ModelRefError(f"--model {ref}: no such folder, and as a hub id it is not cached and the hub cannot be reached ({reason})") from None
+        raise ModelRefError(f"--model {ref}: no such folder, and as a hub id it is not cached and the hub "
+                            f"cannot be reached ({reason})") from None
 
 
 def _resolve_run(run_id: str, choice: str, client, run_dir: Optional[Path] = None,

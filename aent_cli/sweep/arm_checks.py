@@ -65,7 +65,8 @@ def identical_arm_warnings(labels: Sequence[str], configs: Sequence[DictConfig],
     modes = {cfg.algo.coef.mode for cfg in configs}
     if len(modes) > 1:
         static = [_lambda_static(cfg, train_size) for cfg in configs]
-        adaptive = [(label, why) for label, cfg, why in zip(labels, configs, static) if cfg.algo.coef.mode != "constant"]
+        adaptive = [(label, why) for label, cfg, why in zip(labels, configs, static)
+                    if cfg.algo.coef.mode != "constant"]
         if adaptive and all(why for _, why in adaptive):
             label, why = adaptive[0]
             out.append(f"job '{label}': lambda never changes ({why}), so the arms that differ in "

@@ -6,8 +6,9 @@ ablations (Fig. 5/6) feed them straight from `tracking.store.metric_history`.
 
 Each run gets its own colour, line style and marker (identical curves stay visible on top of each
 other). With `smoothing` > 0 the raw per-step values are drawn faintly and an exponential moving average
-(TensorBoard's smoothing, debiased at the start) on top, for series of at least 10 points. A panel can shade a band (the clamped-entropy
-band [h_low, h_high]) and draw horizontal reference lines (the coefficient bounds lambda_min, lambda_max).
+(TensorBoard's smoothing, debiased at the start) on top, for series of at least 10 points. A panel can
+shade a band (the clamped-entropy band [h_low, h_high]) and draw horizontal reference lines (the
+coefficient bounds lambda_min, lambda_max).
 """
 from __future__ import annotations
 
