@@ -25,4 +25,17 @@ def ablate_command(
     with user_errors():
         ablation = get_ablation(name)
         plan = plan_sweep(ablation.sweep_file, list(overrides or []), ablation=ablation, n_jobs=jobs)
+        for line in arm_warnings(plan.jobs):
+            typer.echo(f"warning: {line}", err=True)
     execute(plan, jobs, dry_run)
+
+
+def arm_warnings(jobs) -> List[str]:
+    """Why the ablation's arms would train identically (empty when they can differ); see arm_checks."""
+    from aent_cli.config import compose_config
+    from aent_cli.sweep.arm_checks import identical_arm_warnings
+
+    configs = [compose_config(job.overrides) for job in jobs]
+    first = configs[0].data
+    train_size = first.arithmetic_train_size if first.train == "arithmetic" else 0
+    return identical_arm_warnings([job.label or f"#{job.index}" for job in jobs], configs, train_size)

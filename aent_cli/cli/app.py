@@ -18,6 +18,15 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 
 
+@app.callback()
+def options(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                         help="Full error details (e.g. Hydra's config search path).")) -> None:
+    """Train and evaluate reasoning LLMs with GRPO, EntReg and AEnt (adaptive clamped entropy)."""
+    from aent_cli.cli import common
+
+    common.VERBOSE["on"] = verbose
+
+
 @app.command()
 def train(overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
     """Train with GRPO / EntReg / AEnt (default: AEnt on the embedded tiny model)."""

@@ -1,6 +1,7 @@
 """What every command shares: compose + validate the config, and turn user errors into exit 2."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional
 
@@ -13,18 +14,29 @@ from aent_cli.errors import UserError
 OVERRIDES_HELP = "Hydra overrides, e.g. algo=aent algo.p=0.25 trainer.steps=50 (+experiment=setting_a)"
 
 
-def fail(message: str) -> "typer.Exit":
+VERBOSE = {"on": False}  # set per invocation by `aent --verbose`
+
+
+def verbose() -> bool:
+    """`aent --verbose ...` (or AENT_VERBOSE=1): errors also print their full detail."""
+    return VERBOSE["on"] or os.environ.get("AENT_VERBOSE", "") not in ("", "0")
+
+
+def fail(message: str, detail: Optional[str] = None) -> "typer.Exit":
     typer.echo(f"error: {message}", err=True)
+    if detail and verbose():
+        typer.echo(detail, err=True)
     raise typer.Exit(code=2)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Report a UserError (ConfigError, DataError, ...) as one line on stderr and exit 2."""
+    """Report a UserError (ConfigError, DataError, ...) as one line on stderr and exit 2; with
+    --verbose, also the error's `detail` (e.g. Hydra's full message with its config search path)."""
     try:
         yield
     except UserError as exc:
-        fail(str(exc))
+        fail(str(exc), getattr(exc, "detail", None))
 
 
 def load_config(overrides: Optional[Iterable[str]]) -> DictConfig:

@@ -26,6 +26,7 @@ def eval_command(
 
     from aent_cli.config import validate
     from aent_cli.eval.suite import run_eval
+    from aent_cli.tracking import tables
 
     overrides = list(overrides or [])
     if needs_hf_group(model, overrides):
@@ -40,7 +41,7 @@ def eval_command(
             cfg.eval[key] = value
     with user_errors():
         validate(cfg)
-        run_eval(cfg, console=Console(), progress_console=Console(stderr=True))
+        run_eval(cfg, console=tables.console(), progress_console=Console(stderr=True))
 
 
 def needs_hf_group(models: List[str], overrides: List[str]) -> bool:

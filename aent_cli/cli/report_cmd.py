@@ -21,23 +21,23 @@ def report_command(
     checkpoint: str = typer.Option("best", "--checkpoint", help="best (highest average score) | final"),
     score: str = typer.Option("avg", "--score", help="avg | pass | maj (the @k metric shown)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: eval.output_dir)."),
-    smooth: int = typer.Option(1, "--smooth", min=1, help="Moving-average window for the curves."),
+    smooth: float = typer.Option(0.6, "--smooth", min=0.0, max=0.99,
+                                 help="EMA weight of the smoothed curve drawn over the raw one (0 = raw only)."),
     log: bool = typer.Option(True, "--log/--no-log", help="Record the report as an MLflow run (aent.kind=report)."),
 ) -> None:
     """Build the paper's benchmark table and figures from MLflow runs."""
-    from rich.console import Console
 
-    from aent_cli.tracking import store
+    from aent_cli.tracking import store, tables
     from aent_cli.tracking.report import make_report
     from aent_cli.tracking.tables import to_rich
 
     cfg = load_config(overrides)
-    console = Console()
+    console = tables.console()
     with user_errors():
-        result = make_report(store.client(cfg.tracking.uri), run_ids=run, experiment=experiment, parent=parent,
+        result = make_report(store.client(cfg.tracking.uri, cfg.tracking.artifact_location), run_ids=run, experiment=experiment, parent=parent,
                              labels=label, checkpoint=checkpoint, score=score,
                              out_dir=out or Path(cfg.eval.output_dir),
-                             log_to=(experiment or cfg.tracking.experiment) if log else None, smooth_window=smooth)
+                             log_to=(experiment or cfg.tracking.experiment) if log else None, smoothing=smooth)
     console.print(to_rich(result.table, title=f"{result.title}, checkpoint: {checkpoint}"))
     for path in result.files:
         console.print(f"wrote {path}", markup=False)

@@ -58,9 +58,10 @@ def execute(plan, jobs: int, dry_run: bool) -> None:
 
     from aent_cli.sweep import SweepInterrupted, run_sweep
     from aent_cli.sweep.summary import for_terminal
+    from aent_cli.tracking import tables
     from aent_cli.tracking.tables import to_rich
 
-    console, err = Console(), Console(stderr=True)
+    console, err = tables.console(), Console(stderr=True)
     if dry_run:
         print_jobs(plan, console)
         return

@@ -1,5 +1,8 @@
 """`aent ui`: the MLflow UI on the store that train / eval / sweep write (the same URI resolution:
-tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db), served on loopback until Ctrl-C."""
+tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db), served on loopback until Ctrl-C.
+
+The printed URL opens the runs table of the configured experiment (tracking.experiment): MLflow 3
+otherwise lands on an experiment's GenAI overview, empty for training runs."""
 from __future__ import annotations
 
 import os
@@ -62,6 +65,18 @@ def stop(proc: subprocess.Popen) -> None:
         pass
 
 
+def runs_url(base: str, uri: str, experiment: str) -> str:
+    """`<base>/#/experiments/<id>/runs?workflowType=machine_learning` for the experiment when the store has it (and marks it as a
+    model-training experiment if an older aent created it); the bare base URL otherwise."""
+    from aent_cli.tracking import store
+
+    client = store.client(uri)
+    if client.get_experiment_by_name(experiment) is None:
+        return base
+    # workflowType: the UI's "Model training" side (its own switch otherwise remembers GenAI)
+    return f"{base}/#/experiments/{store.experiment_id(client, experiment)}/runs?workflowType=machine_learning"
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt  # `kill` stops the server the way Ctrl-C does
 
@@ -97,7 +112,9 @@ def ui_command(
             code = proc.poll()
             stop(proc)
             fail(f"the MLflow server did not come up on {url}" + (f" (exit code {code})" if code is not None else ""))
-        typer.echo(f"MLflow UI: {url}  (store {uri}; Ctrl-C stops it)")
+        page = runs_url(url, uri, cfg.tracking.experiment)
+        note = "" if page != url else f"; no experiment {cfg.tracking.experiment!r} yet"
+        typer.echo(f"MLflow UI: {page}  (store {uri}{note}; Ctrl-C stops it)")
         sys.stdout.flush()
         code = proc.wait()
         fail(f"the MLflow server exited with code {code}")

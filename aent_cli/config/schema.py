@@ -129,7 +129,9 @@ class TrainerConfig:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    # torch CPU threads; 0 = torch's default (one per core). 1 by default: on a shared machine more threads
+    # than free cores make each step many times slower (README, "Threads"; benchmarks/bench_threads.py).
+    threads: int = 1
     backend: str = "torch"  # torch | deepspeed
     zero_stage: int = 2
     bf16: bool = False
@@ -171,6 +173,9 @@ class EvalConfig:
 class TrackingConfig:
     uri: Optional[str] = None  # null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     experiment: str = "aent"
+    # Where the artifacts of experiments that aent creates go; null = beside the store (`mlruns/` next
+    # to a SQLite file). An existing experiment keeps the location it was created with.
+    artifact_location: Optional[str] = None
     # Steps between MLflow writes (metrics are buffered); a write also happens once 10 s have passed.
     log_every: int = 10
 

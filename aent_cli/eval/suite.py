@@ -18,7 +18,7 @@ from aent_cli.eval.benchmarks import BenchSource, benchmark_names, load_benchmar
 from aent_cli.eval.progress import EvalProgress
 from aent_cli.eval.recording import EvalRecorder, comparison_table, summary_table
 from aent_cli.eval.runner import BenchResult, evaluate_problems
-from aent_cli.eval.targets import ModelTarget, resolve_model
+from aent_cli.eval.targets import ModelTarget, check_hub_model, looks_like_hub_id, resolve_model
 from aent_cli.rollout.base import SamplingParams
 from aent_cli.tracking import store, tables
 
@@ -44,6 +44,8 @@ def plan_eval(cfg: DictConfig) -> EvalPlan:
     problems = {s.bench.name: load_benchmark(s, e.limit) for s in sources}
     refs = list(e.models) or [cfg.model.path]
     targets = [t for ref in refs for t in resolve_model(ref, e.checkpoint, lambda: store.client(cfg.tracking.uri))]
+    for path in dict.fromkeys(t.path for t in targets if looks_like_hub_id(t.path)):
+        check_hub_model(path)  # seconds, not minutes of download retries, for a hub id that cannot load
     return EvalPlan(sources, problems, targets)
 
 
@@ -70,19 +72,26 @@ def prompt_template(cfg: DictConfig, source: BenchSource) -> str:
     return source.bench.template if source.bench.template != "auto" else cfg.model.prompt_template
 
 
-def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, recorder: EvalRecorder,
-                    progress: Optional[EvalProgress] = None) -> Dict[str, BenchResult]:
-    from aent_cli.data.prompts import render_prompt, resolve_template
+def load_target(cfg: DictConfig):
+    """(model, tokenizer) for a target's config (`target_config`), on `trainer.threads` torch CPU threads."""
     from aent_cli.models.loading import load_policy, resolve_device
-    from aent_cli.rewards import EVAL_EXTRACTOR, Grader
-    from aent_cli.rollout import build_rollout
 
-    progress = progress or EvalProgress(None)
     if cfg.trainer.threads:  # torch CPU threads, as for `aent train`
         import torch
 
         torch.set_num_threads(cfg.trainer.threads)
-    model, tokenizer = load_policy(cfg.model, resolve_device(cfg.trainer.device))
+    return load_policy(cfg.model, resolve_device(cfg.trainer.device))
+
+
+def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, recorder: EvalRecorder,
+                    progress: Optional[EvalProgress] = None, loaded=None) -> Dict[str, BenchResult]:
+    """Every benchmark on one target; `loaded` is its (model, tokenizer) when already loaded."""
+    from aent_cli.data.prompts import render_prompt, resolve_template
+    from aent_cli.rewards import EVAL_EXTRACTOR, Grader
+    from aent_cli.rollout import build_rollout
+
+    progress = progress or EvalProgress(None)
+    model, tokenizer = loaded or load_target(cfg)
     backend = build_rollout(cfg.rollout, model, tokenizer)
     results: Dict[str, BenchResult] = {}
     try:
@@ -109,19 +118,21 @@ def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, record
 def run_eval(cfg: DictConfig, console=None, progress_console=None) -> List[ModelEval]:
     """Evaluate every target on every benchmark; returns the results with their MLflow run ids."""
     plan = plan_eval(cfg)
-    client = store.client(cfg.tracking.uri)
+    client = store.client(cfg.tracking.uri, cfg.tracking.artifact_location)
     done: List[ModelEval] = []
     for target in plan.targets:
         tcfg = target_config(cfg, target)
         params = {**store.flatten(tcfg), "eval.model_ref": target.ref}
+        loaded = load_target(tcfg)  # before the MLflow run: a model that cannot load leaves no FAILED run
         recorder = EvalRecorder(client, cfg.tracking.experiment, target, params)
         entry = ModelEval(target, recorder.run_id)
         status = "FAILED"
         try:
             with EvalProgress(progress_console) as progress:
-                entry.results = evaluate_target(tcfg, plan, target, recorder, progress)
+                entry.results = evaluate_target(tcfg, plan, target, recorder, progress, loaded)
             status = "FINISHED"
         finally:
+            loaded = None  # free this model before the next one loads
             recorder.finish(entry.results, status)
         done.append(entry)
         if console is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
 from aent_cli.errors import ConfigError
-from aent_cli.sweep.summary import CLAMPED, LENGTH, JobOutcome, best_key, best_vs_p, curves, score_key
+from aent_cli.sweep.summary import CLAMPED, COEF, LENGTH, JobOutcome, best_key, best_vs_p, curves, score_key
 from aent_cli.tracking import figures
 
 
@@ -24,14 +24,20 @@ class Ablation:
 
 def _over_steps(outcomes: Sequence[JobOutcome]) -> List[figures.Panel]:
     score = score_key(outcomes)
+    params = [o.params for o in outcomes]
     return [figures.Panel(curves(outcomes, score), "Score", score),
             figures.Panel(curves(outcomes, LENGTH), "Response length", "tokens"),
-            figures.Panel(curves(outcomes, CLAMPED), "Clamped entropy", "H~ (nats)")]
+            figures.Panel(curves(outcomes, CLAMPED), "Clamped entropy", "H~ (nats)",
+                          bands=figures.entropy_bands(params))]
 
 
 def coef_figure(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
-    return [figures.plot_panels(_over_steps(outcomes), out_dir / "fig5_adaptive_vs_constant_coef.png",
-                                suptitle="AEnt: adaptive vs constant entropy coefficient")]
+    """Fig. 5 with the coefficient itself as a fourth panel (between its bounds): what the arms vary."""
+    coef = figures.Panel(curves(outcomes, COEF), "Entropy coefficient", "λ",
+                         hlines=figures.coef_bounds([o.params for o in outcomes]))
+    return [figures.plot_panels(_over_steps(outcomes) + [coef], out_dir / "fig5_adaptive_vs_constant_coef.png",
+                                suptitle="AEnt: adaptive vs constant entropy coefficient",
+                                smoothing=figures.DEFAULT_SMOOTHING)]
 
 
 def p_figure(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
@@ -39,9 +45,11 @@ def p_figure(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
     versus_p = best_vs_p(outcomes)
     if versus_p:
         key = best_key(outcomes)
-        panels.append(figures.Panel(versus_p, "Best score vs p", f"best {key}", xlabel="p (clamping percentage)"))
+        panels.append(figures.Panel(versus_p, "Best score vs p", f"best {key}", xlabel="p (clamping percentage)",
+                                    smoothable=False))
     return [figures.plot_panels(panels, out_dir / "fig6_clamping_percentage.png",
-                                suptitle="AEnt at different clamping percentages p (GRPO, EntReg for reference)")]
+                                suptitle="AEnt at different clamping percentages p (GRPO, EntReg for reference)",
+                                smoothing=figures.DEFAULT_SMOOTHING)]
 
 
 ABLATIONS: Dict[str, Ablation] = {a.name: a for a in [

@@ -27,7 +27,7 @@ CURVES = {"val/acc": ("Test score vs step", "val/acc"),
           "actor/entropy": ("Entropy", "entropy (nats)"),
           "actor/clamped_entropy": ("Clamped entropy", "clamped entropy (nats)"),
           "response_length/mean": ("Response length", "tokens"),
-          "actor/entropy_coef": ("Entropy coefficient", "lambda")}
+          "actor/entropy_coef": ("Entropy coefficient", "λ")}
 
 
 class ReportError(UserError):
@@ -54,8 +54,12 @@ class ReportResult:
 
     @property
     def title(self) -> str:
-        ks = ",".join(map(str, self.ks)) or "k"
-        return f"Test scores ({self.score}@{ks})"
+        """Names the score the table really shows: `score@k` from eval runs, val/acc for rows without."""
+        from_val = any(row.info.get("source") == "val/acc" for row in self.table.rows)
+        if not self.ks:
+            return "Validation accuracy (val/acc, avg@trainer.val_n)" if from_val else "Test scores (none recorded)"
+        shown = f"{self.score}@{','.join(map(str, self.ks))}"
+        return f"Test scores ({shown}; rows with source val/acc: val/acc)" if from_val else f"Test scores ({shown})"
 
 
 def _search(client, experiment_ids: Sequence[str], filter_string: str) -> List[object]:
@@ -139,7 +143,40 @@ def build_subjects(client, runs: Sequence[object]) -> List[Subject]:
         subject.eval_runs += [r for r in linked if r.info.run_id not in known]
         algo = subject.train_run.data.params.get("algo.name", "")
         subject.label = ALGO_LABELS.get(algo, algo) or subject.name
+    label_by_difference([s for s in subjects.values() if s.train_run is not None])
     return sorted(subjects.values(), key=lambda subject: subject.train_run is not None)
+
+
+# Params that differ between runs without making them different experiments.
+_NOT_A_SETTING = ("trainer.run_name", "trainer.output_dir", "trainer.resume", "trainer.stop_after", "tracking.",
+                  "eval.", "hydra.", "notes")
+MAX_LABEL_KEYS = 3
+
+
+def differing_params(runs: Sequence[object]) -> List[str]:
+    """The config keys (MLflow params) whose values differ between these training runs, `algo.*` first."""
+    params = [run.data.params for run in runs]
+    keys = sorted({k for p in params for k in p if not k.startswith(_NOT_A_SETTING)},
+                  key=lambda k: (not k.startswith("algo."), k))
+    return [k for k in keys if len({p.get(k) for p in params}) > 1]
+
+
+def label_by_difference(train_subjects: Sequence[Subject]) -> None:
+    """Rows with the same algorithm label get what differs between their runs: `AEnt p=0.2`,
+    `AEnt p=0.5` (a key's last part, or the full key when the last part is ambiguous)."""
+    groups: Dict[str, List[Subject]] = {}
+    for subject in train_subjects:
+        groups.setdefault(subject.label, []).append(subject)
+    for label, group in groups.items():
+        if len(group) < 2:
+            continue
+        keys = differing_params([s.train_run for s in group])[:MAX_LABEL_KEYS]
+        leaves = [k.rsplit(".", 1)[-1] for k in keys]
+        names = [leaf if leaves.count(leaf) == 1 else key for key, leaf in zip(keys, leaves)]
+        for subject in group:
+            params = subject.train_run.data.params
+            parts = [f"{name}={params.get(key, '-')}" for name, key in zip(names, keys)]
+            subject.label = " ".join([label] + parts) if parts else label
 
 
 def _source_run(client, run_id: Optional[str]):
@@ -261,12 +298,17 @@ def build_table(client, subjects: Sequence[Subject], score: str = "avg",
     return tables.ScoreTable(columns, rows, info_columns=["checkpoint", "source", "run"]), sorted(ks)
 
 
-def draw_figures(client, subjects: Sequence[Subject], out_dir: Path, smooth_window: int = 1) -> List[Path]:
+def draw_figures(client, subjects: Sequence[Subject], out_dir: Path, smooth_window: int = 1,
+                 smoothing: float = figures.DEFAULT_SMOOTHING) -> List[Path]:
     """Fig. 3 (val/acc), Fig. 4 (entropy, clamped entropy, response length) and the entropy coefficient,
-    over the training runs; a figure whose metrics no run logged is skipped."""
+    over the training runs; a figure whose metrics no run logged is skipped. The clamped-entropy panel
+    shades the runs' H~ band [h_low, h_high], the coefficient panel draws their lambda bounds."""
     train = [s for s in subjects if s.train_run is not None]
     histories = {s.label: store.metric_history(client, s.train_run.info.run_id, CURVES) for s in train}
     panels = {key: figures.Panel(figures.select(histories, key), *CURVES[key]) for key in CURVES}
+    params = [s.train_run.data.params for s in train]
+    panels["actor/clamped_entropy"].bands = figures.entropy_bands(params)
+    panels["actor/entropy_coef"].hlines = figures.coef_bounds(params)
     plans = [("fig3_test_score.png", ["val/acc"], "Test score (val/acc) vs step"),
              ("fig4_entropy_length.png", ["actor/entropy", "actor/clamped_entropy", "response_length/mean"],
               "Entropy and response length vs step"),
@@ -276,13 +318,14 @@ def draw_figures(client, subjects: Sequence[Subject], out_dir: Path, smooth_wind
         chosen = [panels[key] for key in keys if figures.has_data(panels[key].histories)]
         if chosen:
             written.append(figures.plot_panels(chosen, out_dir / file_name, suptitle=title if len(chosen) > 1 else None,
-                                               smooth_window=smooth_window))
+                                               smooth_window=smooth_window, smoothing=smoothing))
     return written
 
 
 def make_report(client, run_ids: Sequence[str] = (), experiment: Optional[str] = None, parent: Optional[str] = None,
                 labels: Sequence[str] = (), checkpoint: str = "best", score: str = "avg",
-                out_dir: str | Path = "reports", log_to: Optional[str] = "aent", smooth_window: int = 1) -> ReportResult:
+                out_dir: str | Path = "reports", log_to: Optional[str] = "aent", smooth_window: int = 1,
+                smoothing: float = figures.DEFAULT_SMOOTHING) -> ReportResult:
     """Select runs, write table1.{md,csv} and the figures to `out_dir`, and record them in a report
     run (tag aent.kind=report) in experiment `log_to` (None: no report run)."""
     if checkpoint not in ("best", "final"):
@@ -298,7 +341,8 @@ def make_report(client, run_ids: Sequence[str] = (), experiment: Optional[str] =
     (out_dir / "table1.md").write_text(tables.to_markdown(table, f"{result.title}, checkpoint: {checkpoint}"),
                                        encoding="utf-8")
     (out_dir / "table1.csv").write_text(tables.to_csv(table), encoding="utf-8")
-    files = [out_dir / "table1.md", out_dir / "table1.csv"] + draw_figures(client, subjects, out_dir, smooth_window)
+    files = [out_dir / "table1.md", out_dir / "table1.csv"] + draw_figures(client, subjects, out_dir, smooth_window,
+                                                                                   smoothing)
     result.files = files
     if log_to:
         reported = [s.train_run.info.run_id if s.train_run else s.eval_runs[0].info.run_id for s in subjects]

@@ -56,22 +56,44 @@ def _creation_lock(uri: str):
     return FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
 
 
-def client(uri: Optional[str] = None):
+# MLflow 3 opens an experiment on its GenAI overview unless the experiment says it trains models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def client(uri: Optional[str] = None, artifact_location: Optional[str] = None):
     """An MlflowClient; the store is opened (created / migrated when new) under _creation_lock, so N
-    runs starting at once on a new store all succeed."""
+    runs starting at once on a new store all succeed. `artifact_location` (tracking.artifact_location) is
+    where experiments that aent creates keep their artifacts (default: `artifact_root` of the store)."""
     from mlflow.tracking import MlflowClient
 
     resolved = tracking_uri(uri)
     with _creation_lock(resolved):
-        return MlflowClient(tracking_uri=resolved)
+        out = MlflowClient(tracking_uri=resolved)
+    out.aent_artifact_location = artifact_location
+    return out
+
+
+def artifact_root(uri: str) -> Optional[str]:
+    """Where a new experiment's artifacts go, beside the store `uri` names: `<folder of the .db>/mlruns`
+    for SQLite (not the working directory's ./mlruns, MLflow's default); None where MLflow's own
+    choice is already beside the store (file stores, tracking servers, other databases)."""
+    database = sqlite_path(uri)
+    if database is not None and str(database) not in ("", ".", ":memory:"):
+        return str(database.expanduser().resolve().parent / "mlruns")
+    return None
 
 
 def experiment_id(mlflow_client, name: str) -> str:
+    """The experiment's id, created when missing (artifacts beside the store, marked as a model-training
+    experiment so the MLflow UI opens it on its runs)."""
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
+        if not found.tags.get("mlflow.experimentKind"):  # made by an older aent or by hand
+            mlflow_client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return found.experiment_id
+    location = getattr(mlflow_client, "aent_artifact_location", None) or artifact_root(mlflow_client.tracking_uri)
     try:
-        return mlflow_client.create_experiment(name)
+        return mlflow_client.create_experiment(name, artifact_location=location, tags=dict(EXPERIMENT_KIND))
     except Exception:  # another process created it between our two calls
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:

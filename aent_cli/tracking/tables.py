@@ -8,6 +8,20 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 AVERAGE = "avg"
+PIPED_WIDTH = 1000  # columns for output that is not a terminal: tables keep their natural width
+
+
+def console(stderr: bool = False):
+    """A rich Console for tables: on a terminal its width; piped or redirected (where rich would assume
+    80 columns and cut run names to `runs/aent-…/fi…`) wide enough for any table, unless $COLUMNS says."""
+    import os
+
+    from rich.console import Console
+
+    out = Console(stderr=stderr)
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out = Console(stderr=stderr, width=PIPED_WIDTH)
+    return out
 
 
 @dataclass
@@ -100,11 +114,11 @@ def to_rich(table: ScoreTable, title: Optional[str] = None):
     from rich.table import Table
 
     out = Table(title=None if title is None else escape(title), title_justify="left")
-    out.add_column("", style="bold")
+    out.add_column("", style="bold", overflow="fold")  # a narrow terminal wraps names instead of cutting them
     for _, header in table.columns:
         out.add_column(escape(header), justify="right")
     for name in table.info_columns:
-        out.add_column(escape(name), style="dim")
+        out.add_column(escape(name), style="dim", overflow="fold")
     for row in table.rows:
         cells = [escape(row.label)]
         for key, _ in table.columns:

@@ -20,7 +20,7 @@ class TrainTracker:
     def __init__(self, cfg: DictConfig, run_dir: Path, run_id: Optional[str] = None,
                  parent_run_id: Optional[str] = None, tags: Optional[Dict[str, str]] = None) -> None:
         self.uri = store.absolute_uri(cfg.tracking.uri)  # kept in checkpoints: resume finds this store
-        self.client = store.client(self.uri)
+        self.client = store.client(self.uri, cfg.tracking.artifact_location)
         self.flush_every = max(1, int(cfg.tracking.log_every))
         self._pending: List[Tuple[Dict[str, float], int, int]] = []  # (metrics, step, time in ms)
         self._last_flush = time.monotonic()
