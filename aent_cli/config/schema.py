@@ -136,6 +136,9 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     resume: Optional[str] = None  # a run dir, or "latest"
     stop_after: Optional[int] = None  # end the process after this step (to test resume)
+    # entropy-collapse alarm: warn (and tag the MLflow run) once actor/entropy_collapse, the mean
+    # token entropy of the last 5 steps over that of the first 5, falls below this; 0 = off
+    entropy_collapse_fraction: float = 0.4
 
 
 @dataclass
