@@ -32,11 +32,17 @@ RECIPE_VERSION = 4
 # data/arithmetic.py) and the rest worked out units-then-tens (always right): the most likely answer
 # path is only partly right, the less likely one right more often.
 DIRECT_SHARE = 0.7
+# Like a pretrained base model, the warm start keeps a floor of probability on every token (label
+# smoothing: this share of each target's mass spread over the vocabulary), so the bottom of the
+# vocabulary carries a measurable share of the probability and of the entropy: what the clamped
+# entropy leaves out, and what RL (and the ordinary entropy bonus) act on.
+LABEL_SMOOTHING = 0.03
 
 
 def recipe(steps: int, seed: int) -> dict:
     return {"arch": ARCH, "vocab": VOCAB_SIZE, "task": TASK_VERSION, "steps": steps, "seed": seed,
-            "batch": 64, "lr": 3e-3, "direct_share": DIRECT_SHARE, "version": RECIPE_VERSION}
+            "batch": 64, "lr": 3e-3, "direct_share": DIRECT_SHARE,
+            "label_smoothing": LABEL_SMOOTHING, "version": RECIPE_VERSION}
 
 
 def recipe_key(rec: dict) -> str:
@@ -109,7 +115,9 @@ def warm_start(model, tokenizer, steps: int, seed: int, progress: Optional[Calla
         rows = slice(step * batch, (step + 1) * batch)
         ids, lab, attn = _sft_batch(tokenizer, problems[rows], direct[rows])
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        loss = model(input_ids=ids, attention_mask=attn, position_ids=pos, labels=lab).loss
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1),
+                                                 ignore_index=-100, label_smoothing=rec["label_smoothing"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
