@@ -79,3 +79,32 @@ def test_alarm_off_at_zero_and_resumes_from_its_state():
     assert got == pytest.approx(want[3:]) and resumed.tripped_at == full.tripped_at == 5
     with pytest.raises(ValueError, match="fraction"):
         EntropyCollapseAlarm(1.0)
+
+
+def test_training_run_logs_the_ratio_and_warns_once_with_a_tag(small_run):
+    """actor/entropy_collapse recomputed from the logged actor/entropy; the warning line and the MLflow
+    tag name the first step where it fell below the fraction (none when it never did)."""
+    from typer.testing import CliRunner
+
+    from aent_cli.cli.app import app
+    from aent_cli.tracking import store
+
+    fraction = 0.97
+    result = CliRunner().invoke(app, ["train"] + small_run + ["trainer.steps=8",
+                                                             f"trainer.entropy_collapse_fraction={fraction}"])
+    assert result.exit_code == 0, result.output
+    client = store.client(small_run[0].split("=", 1)[1])
+    run = client.search_runs([client.get_experiment_by_name("aent").experiment_id])[0]
+    entropy = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "actor/entropy"), key=lambda m: m.step)]
+    logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "actor/entropy_collapse")}
+    assert sorted(logged) == [5, 6, 7, 8]
+    start = sum(entropy[:5]) / 5
+    expected = {s: sum(entropy[s - 5:s]) / 5 / start for s in range(5, 9)}
+    assert logged == pytest.approx(expected, rel=1e-6)
+    tripped = next((s for s in range(5, 9) if expected[s] < fraction), None)
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: entropy collapse")]
+    if tripped is None:
+        assert not warnings and "aent.entropy_collapse_step" not in run.data.tags
+    else:
+        assert len(warnings) == 1 and f"at step {tripped}:" in warnings[0]
+        assert run.data.tags["aent.entropy_collapse_step"] == str(tripped)

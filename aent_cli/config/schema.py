@@ -63,7 +63,7 @@ class ModelConfig:
     # Positions per chunk when applying the LM head for log-probs and entropies (bounds memory).
     logit_chunk: int = 1024
     # Embedded model recipe (used only when path == "tiny").
-    tiny_warmstart_steps: int = 1200
+    tiny_warmstart_steps: int = 500
     tiny_seed: int = 0
 
 
