@@ -1,9 +1,11 @@
 """What the embedded default shows (issue 13, points 1-4 and 6), read from MLflow runs.
 
-    python benchmarks/bench_default.py --uri sqlite:///mlflow.db [--parent RUN_ID] [--no-model]
+    python benchmarks/bench_default.py --uri sqlite:///mlflow.db [--parent RUN_ID | --latest] [--no-model]
+                                       [--figure reports/methods.png]
 
 Takes the GRPO, EntReg and AEnt training runs under a parent run (`aent ablate methods`; default: the
-newest such parent in the store) and prints, per point:
+newest such parent in the store), or with --latest the newest finished training run of each of the
+three methods in the store, and prints, per point:
 1. collapse: GRPO's mean token entropy H of the last 10 steps over that of the first 10 (want <= 0.40);
 2. clamping: at the start of RL (the cached warm-started model, on sampled responses to held-out
    prompts) the probability the dropped bottom-p tokens carry, and (H - H~) / H, from the model and from
@@ -37,6 +39,17 @@ def newest_parent(client) -> str:
     if not runs:
         raise SystemExit("no `aent ablate methods` parent run in this store: pass --parent")
     return runs[0].info.run_id
+
+
+def latest_per_method(client):
+    """The newest FINISHED training run of each method (GRPO, EntReg, AEnt) in the store."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.`aent.kind` = 'train' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1000)
+    chosen = {}
+    for run in runs:
+        chosen.setdefault(run.data.params.get("algo.name"), run)
+    return [chosen[name] for name in NAMES if name in chosen]
 
 
 def children(client, parent: str):
@@ -112,6 +125,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--uri", default="sqlite:///mlflow.db")
     ap.add_argument("--parent", default=None, help="the parent run of `aent ablate methods` (default: newest)")
+    ap.add_argument("--latest", action="store_true", help="the newest finished run of each method, not a parent's")
+    ap.add_argument("--figure", default=None, help="also draw the methods figure of these runs to this PNG")
     ap.add_argument("--no-model", action="store_true", help="skip the sampled measurements of points 2 and 3")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--samples", type=int, default=4)
@@ -119,13 +134,25 @@ def main() -> None:
     torch.set_num_threads(1)
 
     client = store.client(args.uri)
-    parent = args.parent or newest_parent(client)
-    runs = children(client, parent)
-    print(f"parent run {parent}: {len(runs)} training runs in {args.uri}")
+    if args.latest:
+        runs = latest_per_method(client)
+        print(f"newest finished run per method in {args.uri}: " + ", ".join(
+            f"{NAMES[r.data.params['algo.name']]} {r.info.run_id}" for r in runs))
+    else:
+        parent = args.parent or newest_parent(client)
+        runs = children(client, parent)
+        print(f"parent run {parent}: {len(runs)} training runs in {args.uri}")
     by_method: Dict[str, list] = defaultdict(list)
     for run in runs:
         name = NAMES.get(run.data.params.get("algo.name", ""), run.data.params.get("algo.name", "?"))
         by_method[name].append((run, store.metric_history(client, run.info.run_id, KEYS)))
+
+    if args.figure:
+        from aent_cli.tracking import methods_figure
+
+        curves = [methods_figure.MethodCurves(name, hist) for name, items in by_method.items() for _, hist in items]
+        band, bounds = methods_figure.band_and_bounds({r.info.run_id: r.data.params for r in runs})
+        print("figure:", methods_figure.plot_methods(curves, args.figure, band=band, bounds=bounds))
 
     print("\n1. collapse: mean H of the last 10 steps / first 10 steps (want <= 0.40 for GRPO)")
     for name, items in by_method.items():
