@@ -123,7 +123,7 @@ def fmt(xs: List[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--uri", default="sqlite:///mlflow.db")
+    ap.add_argument("--uri", default=["sqlite:///mlflow.db"], nargs="+", help="one store, or several with --latest")
     ap.add_argument("--parent", default=None, help="the parent run of `aent ablate methods` (default: newest)")
     ap.add_argument("--latest", action="store_true", help="the newest finished run of each method, not a parent's")
     ap.add_argument("--figure", default=None, help="also draw the methods figure of these runs to this PNG")
@@ -133,19 +133,27 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    client = store.client(args.uri)
-    if args.latest:
-        runs = latest_per_method(client)
+    clients = [store.client(uri) for uri in args.uri]
+    client = clients[0]
+    if args.latest:  # newest per method over all the stores given
+        found = sorted(((r.info.start_time, r, c) for c in clients for r in latest_per_method(c)),
+                       key=lambda x: x[0], reverse=True)
+        chosen = {}
+        for _, run, c in found:
+            chosen.setdefault(run.data.params["algo.name"], (run, c))
+        runs = [chosen[n][0] for n in NAMES if n in chosen]
+        client_of = {chosen[n][0].info.run_id: chosen[n][1] for n in chosen}
         print(f"newest finished run per method in {args.uri}: " + ", ".join(
             f"{NAMES[r.data.params['algo.name']]} {r.info.run_id}" for r in runs))
     else:
         parent = args.parent or newest_parent(client)
         runs = children(client, parent)
-        print(f"parent run {parent}: {len(runs)} training runs in {args.uri}")
+        client_of = {r.info.run_id: client for r in runs}
+        print(f"parent run {parent}: {len(runs)} training runs in {args.uri[0]}")
     by_method: Dict[str, list] = defaultdict(list)
     for run in runs:
         name = NAMES.get(run.data.params.get("algo.name", ""), run.data.params.get("algo.name", "?"))
-        by_method[name].append((run, store.metric_history(client, run.info.run_id, KEYS)))
+        by_method[name].append((run, store.metric_history(client_of[run.info.run_id], run.info.run_id, KEYS)))
 
     if args.figure:
         from aent_cli.tracking import methods_figure
