@@ -103,7 +103,8 @@ def test_advantages_broadcast_to_every_token():
 
 def test_run_logs_metrics_and_follows_the_lambda_rule(small_run):
     overrides = small_run + ["trainer.steps=4", "trainer.val_every=2", "algo.coef.start_step=2",
-                             "algo.coef.init=0.01", "algo.coef.lr=0.5", "algo.h_low=5", "algo.h_high=6"]
+                             "algo.coef.init=0.01", "algo.coef.lr=0.5", "algo.h_low=5", "algo.h_high=6",
+                             "algo.coef.max=0.05"]
     result = _train(overrides)
     client = store.client(overrides[0].split("=", 1)[1])
     run = client.get_run(result.run_id)
