@@ -64,29 +64,30 @@ def test_rollout_masks_and_logprob_alignment(policy):
         assert (stats["logp"][batch.response_mask == 0] == 0).all()
 
 
-def test_warm_start_boxes_part_of_its_answers_and_prose_scores_zero(policy):
-    """The embedded default leaves RL the \\boxed{} format to learn: its samples mix boxed answers
-    (graded) with prose ones ("it is 95"), which the reward rejects even when the number is right."""
-    from aent_cli.data.arithmetic import boxed_response, prose_response, test_problems
-    from aent_cli.rewards import Grader
+def test_warm_start_answers_both_ways_and_the_less_likely_way_is_right_more_often(policy):
+    """The embedded default leaves RL a choice to make: the warm-started policy samples a direct
+    answer ("\\boxed{72}", from a solver that forgets the carry) more often than a worked one
+    ("7+5=12, 4+3+1=8, \\boxed{82}"), and the worked one is right more often."""
+    from aent_cli.data.arithmetic import direct_response, test_problems, worked_response
+    from aent_cli.rewards import math_reward
 
-    def math_reward(text, answer):  # the training reward: `strict` extraction (eval's `auto` reads prose)
-        with Grader(extractor="strict") as grader:
-            return grader.grade([text], [answer]).rewards[0]
-
-    assert math_reward(prose_response("95"), "95") == 0.0 and math_reward(boxed_response("95"), "95") == 1.0
+    assert math_reward(direct_response("ka 47+35="), "82") == 0.0 and math_reward(worked_response("ka 47+35="), "82") == 1.0
     cfg, model, tokenizer = policy
-    problems = [p for p in test_problems() if "*" not in p.problem][:24]
+    problems = test_problems()[:32]
     torch.manual_seed(0)
     generated = build_rollout(cfg.rollout, model, tokenizer).generate(
-        [p.problem for p in problems], SamplingParams(n=4, temperature=1.0, max_new_tokens=16))
-    texts = [c.text for g in generated for c in g.completions]
-    boxed = sum(t.startswith("\\boxed{") for t in texts) / len(texts)
-    prose = sum(t.startswith("it is ") for t in texts) / len(texts)
-    assert 0.25 < boxed < 0.75 and 0.25 < prose < 0.75 and boxed + prose > 0.95, texts
-    right_in_prose = [(c.text, p.answer) for g, p in zip(generated, problems) for c in g.completions
-                      if c.text == prose_response(p.answer)]
-    assert right_in_prose and all(math_reward(text, answer) == 0.0 for text, answer in right_in_prose)
+        [p.problem for p in problems], SamplingParams(n=4, temperature=1.0, max_new_tokens=32))
+    paths = {"direct": [], "worked": []}
+    for g, p in zip(generated, problems):
+        for c in g.completions:
+            kind = "direct" if c.text.startswith("\\boxed{") else "worked" if c.text[:1].isdigit() else None
+            if kind:
+                paths[kind].append(math_reward(c.text, p.answer))
+    n = len(problems) * 4
+    assert len(paths["direct"]) > len(paths["worked"]) > 0.1 * n, {k: len(v) for k, v in paths.items()}
+    assert len(paths["direct"]) + len(paths["worked"]) > 0.8 * n
+    accuracy = {k: sum(v) / len(v) for k, v in paths.items()}
+    assert accuracy["worked"] > accuracy["direct"] + 0.2, accuracy
 
 
 def test_advantages_broadcast_to_every_token():
@@ -102,7 +103,8 @@ def test_advantages_broadcast_to_every_token():
 
 def test_run_logs_metrics_and_follows_the_lambda_rule(small_run):
     overrides = small_run + ["trainer.steps=4", "trainer.val_every=2", "algo.coef.start_step=2",
-                             "algo.coef.init=0.01", "algo.coef.lr=0.5", "algo.h_low=5", "algo.h_high=6"]
+                             "algo.coef.init=0.01", "algo.coef.lr=0.5", "algo.h_low=5", "algo.h_high=6",
+                             "algo.coef.max=0.05"]
     result = _train(overrides)
     client = store.client(overrides[0].split("=", 1)[1])
     run = client.get_run(result.run_id)
@@ -128,13 +130,11 @@ def test_run_logs_metrics_and_follows_the_lambda_rule(small_run):
 
 
 def test_reward_rises_on_a_short_seeded_run(small_run, tmp_path):
-    """GRPO on a fixed batch of two-digit sums: reward climbs (the policy learns to box its answers)."""
+    """GRPO on a fixed batch of sums that carry: reward climbs (the policy moves to the worked answers)."""
     from aent_cli.data.arithmetic import arithmetic_problems
 
     data = tmp_path / "sums.jsonl"
-    two_digit = [p for p in arithmetic_problems(400, 0, "train", hard_share=0.0)
-                 if all(len(x) == 2 for x in p.problem[:-1].split("+"))]
-    sums = two_digit[:8]
+    sums = arithmetic_problems(8, 0, "train", hard_share=1.0)
     data.write_text("".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in sums))
     overrides = small_run + [f"data.train={data}", "data.shuffle=false", "trainer.steps=14", "trainer.batch_size=8",
                              "trainer.mini_batch_size=8", "rollout.n=8", "algo=grpo", "trainer.lr=3e-4"]

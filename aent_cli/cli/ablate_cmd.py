@@ -8,7 +8,8 @@ import typer
 from aent_cli.cli.common import user_errors
 from aent_cli.cli.sweep_cmd import DRY_RUN_HELP, JOBS_HELP, execute
 
-NAME_HELP = "coef: adaptive vs constant coefficient (Fig. 5) | p: several p with GRPO and EntReg (Fig. 6)"
+NAME_HELP = ("coef: adaptive vs constant coefficient (Fig. 5) | p: several p with GRPO and EntReg (Fig. 6) | "
+             "methods: GRPO, EntReg and AEnt in one figure (also in reports/)")
 OVERRIDES_HELP = ("Hydra overrides for every job (trainer.steps=10, +experiment=setting_a); an override of a key "
                   "the ablation sets replaces it: aent ablate p 'algo.p=0.2,0.5'.")
 
@@ -19,7 +20,7 @@ def ablate_command(
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help=JOBS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
-    """Run a named ablation of the paper (adaptive vs constant coefficient; different p)."""
+    """Run a named ablation of the paper (adaptive vs constant coefficient; different p; the three methods)."""
     from aent_cli.sweep import get_ablation, plan_sweep
 
     with user_errors():

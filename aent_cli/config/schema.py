@@ -63,7 +63,7 @@ class ModelConfig:
     # Positions per chunk when applying the LM head for log-probs and entropies (bounds memory).
     logit_chunk: int = 1024
     # Embedded model recipe (used only when path == "tiny").
-    tiny_warmstart_steps: int = 1200
+    tiny_warmstart_steps: int = 500
     tiny_seed: int = 0
 
 
@@ -145,6 +145,9 @@ class TrainerConfig:
     resume: Optional[str] = None  # a run dir, one of its checkpoints/step_N folders, or "latest"
     resume_fallback: bool = False  # a damaged latest checkpoint: resume from the newest intact one
     stop_after: Optional[int] = None  # end the process after this step (to test resume)
+    # entropy-collapse alarm: warn (and tag the MLflow run) once actor/entropy_collapse, the mean
+    # token entropy of the last 5 steps over that of the first 5, falls below this; 0 = off
+    entropy_collapse_fraction: float = 0.4
 
 
 @dataclass

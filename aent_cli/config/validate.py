@@ -166,6 +166,8 @@ def validate(cfg: DictConfig) -> DictConfig:
             _fail(f"trainer.{key}", t[key], ">= 0")
     if t.keep_checkpoints < 1:
         _fail("trainer.keep_checkpoints", t.keep_checkpoints, ">= 1")
+    if not 0.0 <= t.entropy_collapse_fraction < 1.0:
+        _fail("trainer.entropy_collapse_fraction", t.entropy_collapse_fraction, "0 <= fraction < 1 (0 = off)")
 
     if cfg.reward.timeout_s <= 0:
         _fail("reward.timeout_s", cfg.reward.timeout_s, "> 0")

@@ -226,6 +226,9 @@ class SilentTracker:
     def flush(self) -> None:
         pass
 
+    def set_tags(self, tags: Dict[str, str]) -> None:
+        pass
+
     def end(self, status: str) -> None:
         pass
 

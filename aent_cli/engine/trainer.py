@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from aent_cli.algos.advantages import ADVANTAGES
+from aent_cli.algos.collapse import EntropyCollapseAlarm
 from aent_cli.algos.coef import build_coef
 from aent_cli.algos.registry import lookup
 from aent_cli.data.prompts import render_prompt
@@ -158,11 +159,13 @@ def _loop(setup: TrainingSetup) -> TrainResult:
     cfg, t = setup.cfg, setup.cfg.trainer
     sampler = QuerySampler(len(setup.train_problems), t.batch_size, t.seed, cfg.data.shuffle)
     coef = build_coef(cfg.algo, sampler.steps_per_epoch)
+    alarm = EntropyCollapseAlarm(t.entropy_collapse_fraction)
     start_step = 0
     if setup.resume_checkpoint is not None:
         state = setup.backend.restore_checkpoint(setup.resume_checkpoint)
         coef.load_state_dict(state["coef"])
         sampler.load_state_dict(state["sampler"])
+        alarm.load_state_dict(state.get("entropy_alarm", {}))
         start_step = int(state["step"])
     result = TrainResult(setup.tracker.run_id, setup.run_dir, setup.run_dir / "final", t.steps)
 
@@ -170,7 +173,7 @@ def _loop(setup: TrainingSetup) -> TrainResult:
         setup.tracker.flush()
         setup.backend.save_checkpoint(setup.run_dir, step, setup.tokenizer,
                                       {"coef": coef.state_dict(), "sampler": sampler.state_dict(),
-                                       "mlflow_run_id": setup.tracker.run_id,
+                                       "entropy_alarm": alarm.state_dict(), "mlflow_run_id": setup.tracker.run_id,
                                        "tracking_uri": getattr(setup.tracker, "uri", None)}, t.keep_checkpoints)
 
     if start_step == 0 and t.val_every > 0 and setup.val_problems:
@@ -182,6 +185,12 @@ def _loop(setup: TrainingSetup) -> TrainResult:
     with setup.console.progress(total=t.steps, completed=start_step) as progress:
         for step in range(start_step + 1, last + 1):
             metrics = train_step(setup, coef, sampler, step)
+            collapse = alarm.update(metrics["actor/entropy"], step)
+            if collapse == collapse:  # not NaN: both windows are full
+                metrics["actor/entropy_collapse"] = collapse
+            if alarm.just_tripped(step):
+                setup.console.entropy_collapse(step, collapse, t.entropy_collapse_fraction)
+                setup.tracker.set_tags({"aent.entropy_collapse_step": str(step)})
             if setup.val_problems and t.val_every and (step % t.val_every == 0 or step == t.steps):
                 metrics["val/acc"] = _val_accuracy(setup)
                 result.val[step] = metrics["val/acc"]

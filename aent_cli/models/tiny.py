@@ -20,39 +20,54 @@ from typing import Callable, Optional
 import torch
 
 from aent_cli.cache import cache_root
-from aent_cli.data.arithmetic import TASK_VERSION, arithmetic_problems, boxed_response, prose_response
+from aent_cli.data.arithmetic import TASK_VERSION, arithmetic_problems, direct_response, worked_response
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
-CHARS = "0123456789+-*/=()\\{}^., \nabcdefghijklmnopqrstuvwxyz"
+VOCAB_SIZE = 2048  # BPE on the task's own text: digits stay single tokens, words and syntax merge
+TOKENIZER_CORPUS = 20000  # warm-start-style lines the BPE merges are learned from
 ARCH = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64)
-RECIPE_VERSION = 3
-SUMS_ONLY_SHARE = 0.4  # the first 40% of warm-start steps see sums only (see data/arithmetic.py)
-# Like a base model that follows the answer format only part of the time, the warm start answers
-# this share of its examples in prose ("it is 95"), which the reward does not accept: RL with the
-# verifiable reward then has to teach the \boxed{} format, as it does on real base models, besides
-# sharpening the arithmetic.
-PROSE_SHARE = 0.5
+RECIPE_VERSION = 4
+# The warm start answers this share of its examples directly (a solver that forgets the carry, see
+# data/arithmetic.py) and the rest worked out units-then-tens (always right): the most likely answer
+# path is only partly right, the less likely one right more often.
+DIRECT_SHARE = 0.7
+# Like a pretrained base model, the warm start keeps a floor of probability on every token (label
+# smoothing: this share of each target's mass spread over the vocabulary), so the bottom of the
+# vocabulary carries a measurable share of the probability and of the entropy: what the clamped
+# entropy leaves out, and what RL (and the ordinary entropy bonus) act on.
+LABEL_SMOOTHING = 0.03
 
 
 def recipe(steps: int, seed: int) -> dict:
-    return {"arch": ARCH, "chars": CHARS, "task": TASK_VERSION, "steps": steps, "seed": seed,
-            "batch": 64, "lr": 3e-3, "prose_share": PROSE_SHARE, "version": RECIPE_VERSION}
+    return {"arch": ARCH, "vocab": VOCAB_SIZE, "task": TASK_VERSION, "steps": steps, "seed": seed,
+            "batch": 64, "lr": 3e-3, "direct_share": DIRECT_SHARE,
+            "label_smoothing": LABEL_SMOOTHING, "version": RECIPE_VERSION}
 
 
 def recipe_key(rec: dict) -> str:
     return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _tokenizer_corpus():
+    problems = arithmetic_problems(TOKENIZER_CORPUS, 0, "warmstart")
+    for i, prob in enumerate(problems):
+        yield prob.problem + (direct_response(prob.problem) if i % 2 else worked_response(prob.problem))
+
+
 def build_tokenizer():
-    """A character-level fast tokenizer that round-trips text exactly (spaces included)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    """A byte-level BPE fast tokenizer (VOCAB_SIZE tokens) trained on the task's own text, digits
+    split one per token; round-trips any text exactly. Deterministic: the same vocabulary each build."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK] + list(CHARS))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
+    core = Tokenizer(models.BPE(unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=[PAD, EOS, UNK], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK,
                                    padding_side="left")
 
@@ -67,11 +82,11 @@ def build_model(tokenizer, seed: int):
     return Qwen2ForCausalLM(config)
 
 
-def _sft_batch(tokenizer, problems, in_prose):
+def _sft_batch(tokenizer, problems, direct):
     """Left-padded prompt+response+EOS ids, with labels only on the response (and EOS)."""
     rows, labels = [], []
-    for prob, prose in zip(problems, in_prose):
-        response = prose_response(prob.answer) if prose else boxed_response(prob.answer)
+    for prob, is_direct in zip(problems, direct):
+        response = direct_response(prob.problem) if is_direct else worked_response(prob.problem)
         p_ids = tokenizer.encode(prob.problem, add_special_tokens=False)
         r_ids = tokenizer.encode(response, add_special_tokens=False) + [tokenizer.eos_token_id]
         rows.append(p_ids + r_ids)
@@ -88,11 +103,9 @@ def warm_start(model, tokenizer, steps: int, seed: int, progress: Optional[Calla
     """Supervised training on fresh arithmetic problems (held-out test prompts excluded)."""
     rec = recipe(steps, seed)
     batch = rec["batch"]
-    sums_steps = int(steps * SUMS_ONLY_SHARE)
-    problems = (arithmetic_problems(sums_steps * batch, seed, "warmstart", hard_share=0.0)
-                + arithmetic_problems((steps - sums_steps) * batch, seed + 1, "warmstart"))
+    problems = arithmetic_problems(steps * batch, seed + 1, "warmstart")
     style = random.Random(seed + 17)
-    in_prose = [style.random() < rec["prose_share"] for _ in problems]
+    direct = [style.random() < rec["direct_share"] for _ in problems]
     opt = torch.optim.AdamW(model.parameters(), lr=rec["lr"], weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -100,9 +113,11 @@ def warm_start(model, tokenizer, steps: int, seed: int, progress: Optional[Calla
     model.train()
     for step in range(steps):
         rows = slice(step * batch, (step + 1) * batch)
-        ids, lab, attn = _sft_batch(tokenizer, problems[rows], in_prose[rows])
+        ids, lab, attn = _sft_batch(tokenizer, problems[rows], direct[rows])
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        loss = model(input_ids=ids, attention_mask=attn, position_ids=pos, labels=lab).loss
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1),
+                                                 ignore_index=-100, label_smoothing=rec["label_smoothing"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -128,10 +143,10 @@ def ensure_tiny_model(steps: int, seed: int, progress_factory=None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     rng_state = (random.getstate(), torch.get_rng_state())
+    started = time.time()
+    progress = progress_factory(steps) if progress_factory else None  # its first line comes now
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, seed)
-    started = time.time()
-    progress = progress_factory(steps) if progress_factory else None
     warm_start(model, tokenizer, steps, seed, progress)
     random.setstate(rng_state[0])
     torch.set_rng_state(rng_state[1])

@@ -2,6 +2,8 @@
 
 - coef (Fig. 5): AEnt with the adaptive coefficient vs the same run with lambda held at coef.init.
 - p (Fig. 6): AEnt at several clamping percentages, with GRPO and EntReg as reference lines.
+- methods (Fig. 3/4): GRPO, EntReg and AEnt on the same default, one figure (tracking/methods_figure.py),
+  also copied to reports/.
 """
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ from typing import Callable, Dict, List, Sequence
 
 from aent_cli.errors import ConfigError
 from aent_cli.sweep.summary import CLAMPED, COEF, LENGTH, JobOutcome, best_key, best_vs_p, curves, score_key
-from aent_cli.tracking import figures
+from aent_cli.tracking import figures, methods_figure
+
+METHODS_KEYS = ("actor/entropy", "actor/clamped_entropy", "actor/entropy_coef", "response_length/mean", "val/acc",
+                "reward/mean")
+REPORTS_DIR = Path("reports")
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,23 @@ def p_figure(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
                                 smoothing=figures.DEFAULT_SMOOTHING)]
 
 
+def methods_figure_for(outcomes: Sequence[JobOutcome], out_dir: Path) -> List[Path]:
+    """The methods figure on the parent run's summary, and a copy in reports/ for the reader."""
+    import shutil
+
+    curves = [methods_figure.MethodCurves(o.label, {k: o.histories.get(k, []) for k in METHODS_KEYS})
+              for o in outcomes if o.histories]
+    band, bounds = methods_figure.band_and_bounds({o.label: o.params for o in outcomes})
+    path = methods_figure.plot_methods(curves, out_dir / "methods_grpo_entreg_aent.png", band=band, bounds=bounds)
+    REPORTS_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, REPORTS_DIR / path.name)
+    return [path]
+
+
 ABLATIONS: Dict[str, Ablation] = {a.name: a for a in [
     Ablation("coef", "ablate_coef", "Adaptive vs constant entropy coefficient (Fig. 5)", coef_figure),
     Ablation("p", "ablate_p", "Different clamping percentages p (Fig. 6)", p_figure),
+    Ablation("methods", "ablate_methods", "GRPO vs EntReg vs AEnt on the default (Fig. 3/4)", methods_figure_for),
 ]}
 
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+WARMSTART_LINE_SECONDS = 10.0  # outside a terminal: a warm-start line at least this often
 SHOWN = (("reward", "reward/mean"), ("H", "actor/entropy"), ("H~", "actor/clamped_entropy"),
          ("lambda", "actor/entropy_coef"), ("val", "val/acc"))
 
@@ -87,11 +88,16 @@ class TrainConsole:
         if self.quiet:
             return lambda step, loss: None
         if not self.console.is_terminal:
+            # a line now, then one every WARMSTART_LINE_SECONDS (however slow a step is on a busy machine)
             lines = _LineProgress(self.console, "warm start (first run only)", total)
+            lines.line(0, "building the embedded model")
+            last = [time.perf_counter()]
 
             def log_line(step: int, loss: float) -> None:
-                if step % lines.every == 0 or step == total:
+                now = time.perf_counter()
+                if now - last[0] >= WARMSTART_LINE_SECONDS or step == total:
                     lines.line(step, f"loss {loss:.3f}")
+                    last[0] = now
             return log_line
         progress = self._progress()
         task = progress.add_task("warm start (first run only)", total=total, stats="")
@@ -102,6 +108,14 @@ class TrainConsole:
             if step >= total:
                 progress.stop()
         return update
+
+    def entropy_collapse(self, step: int, ratio: float, fraction: float) -> None:
+        """The alarm's one line (Proposition 1: the policy gradient is bounded by a multiple of H)."""
+        if not self.quiet:
+            self.console.print(f"warning: entropy collapse at step {step}: actor/entropy_collapse {ratio:.2f} < "
+                               f"trainer.entropy_collapse_fraction={fraction:g} (token entropy, last 5 steps "
+                               "over first 5); the policy gradient is bounded by a multiple of it, so learning "
+                               "is stalling", style="bold yellow", highlight=False, soft_wrap=True)
 
     def summary(self, result) -> None:
         if self.quiet:

@@ -69,6 +69,9 @@ class TrainTracker:
         self._pending.clear()
         self._last_flush = time.monotonic()
 
+    def set_tags(self, tags: Dict[str, str]) -> None:
+        store.set_tags(self.client, self.run_id, tags)
+
     def end(self, status: str) -> None:
         try:
             self.flush()
