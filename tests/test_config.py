@@ -22,7 +22,7 @@ def test_algo_groups(algo, bonus, mode):
 
 @pytest.mark.parametrize("override,key", [
     ("algo.p=1.0", "algo.p"), ("algo.p=-0.1", "algo.p"),
-    ("algo.h_low=0.5", "algo.h_low"),
+    ("algo.h_low=0.6", "algo.h_low"),
     ("algo.coef.init=1.0", "algo.coef.init"),
     ("algo.coef.lr=-1", "algo.coef.lr"),
     ("rollout.n=1", "rollout.n"),

@@ -5,7 +5,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from aent_cli.models.tiny import build_model, build_tokenizer
+from aent_cli.models.tiny import build_model
+from char_tokenizer import build_char_tokenizer as build_tokenizer
 from aent_cli.rollout import SamplingParams
 from aent_cli.rollout.hf import HFRollout
 from aent_cli.rollout.lean import LeanDecoder, _Cache, filter_logits, lean_supported

@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from aent_cli.models.logprobs import pack_sequences
-from aent_cli.models.tiny import build_tokenizer
+from char_tokenizer import build_char_tokenizer as build_tokenizer
 from aent_cli.rollout import SamplingParams
 from aent_cli.rollout.hf import HFRollout
 from aent_cli.rollout.stops import cut_at_stop, end_of_turn_id, stop_token_ids

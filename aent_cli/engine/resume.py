@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -53,10 +54,24 @@ def _override_prefixes(overrides: Iterable[str]) -> List[str]:
     return out
 
 
-def choose_checkpoint(resume: str, output_dir: str, fallback: bool,
-                      notify: Callable[[str], None]) -> Tuple[Path, Path]:
-    """(run dir, intact checkpoint) for `resume`; UserError for a damaged one (see module doc)."""
+def _check_world_size(resume: str, ckpt: Path, world_size: int) -> None:
+    """A checkpoint written by another number of processes is a launch mistake, said before any file
+    check (an unreadable trainer_state.json is left to verify_checkpoint to name)."""
+    try:
+        written = int(json.loads((ckpt / "trainer_state.json").read_text()).get("world_size", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return
+    if written != world_size:
+        raise UserError(f"resume={resume}: the checkpoint was written by {written} process(es), this launch "
+                        f"has {world_size}; resume with the same world size")
+
+
+def choose_checkpoint(resume: str, output_dir: str, fallback: bool, notify: Callable[[str], None],
+                      world_size: int = 1) -> Tuple[Path, Path]:
+    """(run dir, intact checkpoint) for `resume`; UserError for a damaged one (see module doc) or one
+    written by another number of processes."""
     run_dir, ckpt = find_run_dir(resume, output_dir)
+    _check_world_size(resume, ckpt, world_size)
     problem = verify_checkpoint(ckpt)
     if problem is None:
         return run_dir, ckpt

@@ -66,7 +66,7 @@ def load_split(cfg: DictConfig, which: str) -> List[Problem]:
     return problems if which == "train" else problems[:data.val_size]
 
 
-def _resume(cfg: DictConfig, context: "RunContext") -> tuple[DictConfig, Path, Path, dict]:
+def _resume(cfg: DictConfig, context: "RunContext", world_size: int) -> tuple[DictConfig, Path, Path, dict]:
     """(config, run dir, checkpoint, trainer state) of the run `trainer.resume` names: the checks of
     engine/resume.py, all before the model loads; the store is the one the run was recorded in."""
     from aent_cli.config import compose_config
@@ -74,7 +74,7 @@ def _resume(cfg: DictConfig, context: "RunContext") -> tuple[DictConfig, Path, P
 
     t = cfg.trainer
     notify = (lambda message: None) if context.quiet else (lambda message: print(message, file=sys.stderr))
-    run_dir, ckpt = choose_checkpoint(t.resume, t.output_dir, bool(t.resume_fallback), notify)
+    run_dir, ckpt = choose_checkpoint(t.resume, t.output_dir, bool(t.resume_fallback), notify, world_size)
     cfg, applied = resumed_config(cfg, run_dir, context.overrides, compose_config([]))
     state = load_trainer_state(ckpt)
     if "tracking.uri" not in applied and state.get("tracking_uri"):
@@ -123,12 +123,8 @@ class TrainingSetup:
         env = detect_env()
         resume_ckpt, run_id = None, None
         if cfg.trainer.resume:
-            cfg, run_dir, resume_ckpt, saved = _resume(cfg, context)
+            cfg, run_dir, resume_ckpt, saved = _resume(cfg, context, env.world_size)
             run_id = saved["mlflow_run_id"]
-            if int(saved.get("world_size", 1)) != env.world_size:
-                raise UserError(f"resume={cfg.trainer.resume}: the checkpoint was written by "
-                                f"{saved.get('world_size', 1)} process(es), this launch has {env.world_size}; "
-                                "resume with the same world size")
         else:
             name = cfg.trainer.run_name or f"{cfg.algo.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
             run_dir = Path(cfg.trainer.output_dir) / name
