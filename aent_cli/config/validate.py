@@ -43,6 +43,7 @@ def _fail(key: str, value, allowed: str) -> None:
 # MLflow's rule for param and metric names (mlflow.utils.validation, POSIX): these characters, a
 # normalised relative path, at most 250 characters. Checked here so a bad key (`notes={lr@bs:1}`) is
 # one line and exit 2 before any run exists, not an MlflowException half-way through logging params.
+MAX_GRADING_WORKERS = 64  # grading processes; more than this only thrashes a machine
 _MLFLOW_KEY = re.compile(r"^[/\w.\- :]*$")
 _MLFLOW_KEY_MAX = 250
 
@@ -171,8 +172,8 @@ def validate(cfg: DictConfig) -> DictConfig:
 
     if cfg.reward.timeout_s <= 0:
         _fail("reward.timeout_s", cfg.reward.timeout_s, "> 0")
-    if cfg.reward.workers < 0:
-        _fail("reward.workers", cfg.reward.workers, ">= 0")
+    if not 0 <= cfg.reward.workers <= MAX_GRADING_WORKERS:
+        _fail("reward.workers", cfg.reward.workers, f"0 (auto) to {MAX_GRADING_WORKERS}")
     if cfg.model.logit_chunk < 1:
         _fail("model.logit_chunk", cfg.model.logit_chunk, ">= 1")
     if not 0.0 <= cfg.data.arithmetic_hard_share <= 1.0:

@@ -99,7 +99,11 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Optional[Iterable[
     saved_file = run_dir / "config.yaml"
     if not saved_file.is_file():
         raise UserError(f"resume={cfg.trainer.resume}: {saved_file} is missing")
-    saved = OmegaConf.merge(cfg, OmegaConf.load(saved_file))  # typed: the schema checks the file
+    try:
+        saved = OmegaConf.merge(cfg, OmegaConf.load(saved_file))  # typed: the schema checks the file
+    except Exception as exc:  # YAML syntax or schema errors: the file was edited or damaged
+        raise UserError(f"resume={cfg.trainer.resume}: {saved_file} is not a valid run config "
+                        f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
     mine = _leaves(OmegaConf.to_container(cfg, resolve=True))
     theirs = _leaves(OmegaConf.to_container(saved, resolve=True))
     base = _leaves(OmegaConf.to_container(defaults, resolve=True))

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from aent_cli.data.arithmetic import arithmetic_problems
+from aent_cli.data.arithmetic import TEST_SIZE as ARITHMETIC_TEST_SIZE, arithmetic_problems
 from aent_cli.data.problem import Problem
 from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.data.sources import load_problems
@@ -50,6 +50,8 @@ def load_split(cfg: DictConfig, which: str) -> List[Problem]:
         if which == "train":
             return arithmetic_problems(data.arithmetic_train_size, cfg.trainer.seed, "train",
                                        hard_share=data.arithmetic_hard_share)
+        if data.val_size > ARITHMETIC_TEST_SIZE:
+            raise UserError(f"data.val_size={data.val_size}: the arithmetic test split has {ARITHMETIC_TEST_SIZE}")
         return arithmetic_problems(data.val_size, 0, "test")
     if spec == WORD_PROBLEMS:
         digits = data.word_problems_digits
@@ -127,7 +129,12 @@ class TrainingSetup:
             run_id = saved["mlflow_run_id"]
         else:
             name = cfg.trainer.run_name or f"{cfg.algo.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+            if Path(name).name != name or name in (".", ".."):
+                raise UserError(f"trainer.run_name={name!r}: must be a plain folder name (no '/', no '..')")
             run_dir = Path(cfg.trainer.output_dir) / name
+            if run_dir.exists():  # checked by every rank before any of them creates it (init_distributed waits)
+                raise UserError(f"{run_dir} already exists: continue that run with resume={run_dir}, "
+                                "or choose another trainer.run_name")
         train_problems = load_split(cfg, "train")
         val_problems = load_split(cfg, "val")
         if len(train_problems) < cfg.trainer.batch_size:
