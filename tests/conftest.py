@@ -35,3 +35,15 @@ def small_run(tmp_path, tiny_cache):
         "trainer.steps=3", "trainer.batch_size=4", "trainer.mini_batch_size=4", "rollout.n=4",
         "trainer.val_every=0", "data.val_size=16",
     ]
+
+
+@pytest.fixture(params=["native", "torch"])
+def entropy_path(request, monkeypatch):
+    """Runs a test on the fused C kernels (entropy_native.py) and on the torch path; a module opts in with
+    `pytestmark = pytest.mark.usefixtures("entropy_path")`."""
+    from aent_cli.algos import entropy as ent
+
+    monkeypatch.setenv("AENT_NATIVE_ENTROPY", "1" if request.param == "native" else "0")
+    if request.param == "native" and ent.entropy_native.kernels() is None:
+        pytest.skip("no C compiler: the native kernels are not built here")
+    return request.param

@@ -42,12 +42,7 @@ def test_mixed_groups_keep_their_advantages():
 
 # ---- entropy with -inf (point 11) ------------------------------------------------------------------
 
-@pytest.fixture(autouse=True, params=["native", "torch"])
-def entropy_path(request, monkeypatch):
-    monkeypatch.setenv("AENT_NATIVE_ENTROPY", "1" if request.param == "native" else "0")
-    if request.param == "native" and ent.entropy_native.kernels() is None:
-        pytest.skip("no C compiler: the native kernels are not built here")
-    return request.param
+pytestmark = pytest.mark.usefixtures("entropy_path")  # conftest.py: C kernels and torch path
 
 
 def value_and_grad(fn, x, weights=None):

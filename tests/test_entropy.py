@@ -9,13 +9,7 @@ from aent_cli.algos import entropy as ent
 from aent_cli.algos import entropy_select as select
 from aent_cli.algos.entropy import clamped_entropy, full_entropy
 
-@pytest.fixture(autouse=True, params=["native", "torch"])
-def entropy_path(request, monkeypatch):
-    """Every test runs on the fused C kernels (entropy_native.py) and on the torch path."""
-    monkeypatch.setenv("AENT_NATIVE_ENTROPY", "1" if request.param == "native" else "0")
-    if request.param == "native" and ent.entropy_native.kernels() is None:
-        pytest.skip("no C compiler: the native kernels are not built here")
-    return request.param
+pytestmark = pytest.mark.usefixtures("entropy_path")  # conftest.py: C kernels and torch path
 
 
 P_VALUES = [0.0, 0.001, 0.01, 0.1, 0.25, 0.33, 0.5, 0.9, 0.999]

@@ -21,7 +21,7 @@ import random
 from functools import lru_cache
 from typing import FrozenSet, List, Optional
 
-from aent_cli.data.problem import Problem
+from aent_cli.data.problem import Problem, draw_problems
 
 TASK_VERSION = 4
 TEST_SIZE = 512
@@ -70,14 +70,7 @@ def operands(prompt: str) -> tuple[int, int]:
 
 def _draw(rng: random.Random, n: int, exclude: FrozenSet[str], unique: bool, split: str,
           carry_share: Optional[float] = None) -> List[Problem]:
-    out, seen = [], set()
-    while len(out) < n:
-        prompt, answer = make_problem(rng, carry_share)
-        if prompt in exclude or (unique and prompt in seen):
-            continue
-        seen.add(prompt)
-        out.append(Problem(id=f"arith-{split}-{len(out)}", problem=prompt, answer=str(answer)))
-    return out
+    return draw_problems(lambda: make_problem(rng, carry_share), n, f"arith-{split}", exclude, unique)
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ import random
 from functools import lru_cache
 from typing import Callable, FrozenSet, List, Tuple
 
-from aent_cli.data.problem import Problem
+from aent_cli.data.problem import Problem, draw_problems
 
 SPEC = "word_problems"
 TEST_SIZE = 512
@@ -59,14 +59,7 @@ def make_problem(rng: random.Random, digits: int = 1) -> Tuple[str, int]:
 
 def _draw(rng: random.Random, n: int, exclude: FrozenSet[str], split: str, digits: int,
           unique: bool = True) -> List[Problem]:
-    out, seen = [], set()
-    while len(out) < n:
-        text, answer = make_problem(rng, digits)
-        if text in exclude or (unique and text in seen):
-            continue
-        seen.add(text)
-        out.append(Problem(id=f"word-{split}-{len(out)}", problem=text, answer=str(answer)))
-    return out
+    return draw_problems(lambda: make_problem(rng, digits), n, f"word-{split}", exclude, unique)
 
 
 def held_out_size(digits: int) -> int:
