@@ -325,7 +325,7 @@ def test_ctrl_c_keeps_finished_jobs_and_closes_the_rest(workdir):
         while time.monotonic() < deadline and proc.poll() is None and not _job_has_metrics(workdir / "mlflow.db", 1):
             time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=120)
+        proc.wait(timeout=300)  # closing runs and drawing the summary figures is slow on a loaded machine
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
