@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from aent_cli.tracking import tables
+
 WARMSTART_LINE_SECONDS = 10.0  # outside a terminal: a warm-start line at least this often
 SHOWN = (("reward", "reward/mean"), ("H", "actor/entropy"), ("H~", "actor/clamped_entropy"),
          ("lambda", "actor/entropy_coef"), ("val", "val/acc"))
@@ -64,7 +66,7 @@ class _Silent:
 class TrainConsole:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
-        self.console = Console(stderr=True)
+        self.console = tables.console(stderr=True)  # piped: wide enough that the summary keeps whole paths
 
     def _progress(self) -> Progress:
         return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
