@@ -43,16 +43,28 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _cpu_seconds(text: str, mode: str) -> float:
+    """Best of two: the CPU time of one extraction plus its maj@k key."""
+    best = float("inf")
+    for _ in range(2):
+        start = time.process_time()
+        normalize_answer(extract_answer(text, mode))
+        best = min(best, time.process_time() - start)
+    return best
+
+
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 def test_extraction_is_linear_on_adversarial_megabytes(name):
-    """1 MB of adversarial prefix: each extractor, with the maj@k key of what it finds, in under
-    1 s of CPU time (quadratic extraction took seconds at 56 KB and ran past 150 s at 210 KB)."""
+    """Growth, not speed: 8x the adversarial prefix (128 KB -> 1 MB) costs at most 20x the CPU time
+    (linear is 8x; the quadratic extraction this guards against was 64x, and ran past 150 s at 210 KB).
+    A 10 ms floor on the small run keeps timer noise from deciding."""
     for suffix in (" so the answer is \\boxed{42}", ""):  # with a final answer, and without
         for mode in ("strict", "auto", "last_number"):
-            start = time.process_time()
-            normalize_answer(extract_answer(ADVERSARIAL[name] + suffix, mode))
-            elapsed = time.process_time() - start
-            assert elapsed < 1.0, f"{name} {mode} {suffix!r}: {elapsed:.2f} s"
+            large = ADVERSARIAL[name] + suffix
+            small = ADVERSARIAL[name][: len(ADVERSARIAL[name]) // 8] + suffix
+            t_small, t_large = _cpu_seconds(small, mode), _cpu_seconds(large, mode)
+            assert t_large < 20 * max(t_small, 0.01), (
+                f"{name} {mode} {suffix!r}: {t_small:.3f} s at 128 KB, {t_large:.3f} s at 1 MB")
     assert extract_answer(ADVERSARIAL[name] + " so the answer is \\boxed{42}", "strict") == "42"
 
 

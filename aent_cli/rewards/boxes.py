@@ -50,27 +50,33 @@ def boxes_from_the_end(text: str) -> Iterator[Box]:
     """Every complete box, the last `\\boxed` command first; truncated ones (no closing brace, as
     in a cut-off generation) are left out. `\\boxed 5` runs to the end of its math span or line.
     A caller that stops early pays only for the commands it looked at (plus one brace pass)."""
-    commands = list(BOX_CMD.finditer(text))
+    # Plain ints, not match objects: a million live match objects make the garbage collector's
+    # passes (and so the whole call) grow faster than the text.
+    starts: List[int] = []
+    ends: List[int] = []
+    for m in BOX_CMD.finditer(text):
+        starts.append(m.start())
+        ends.append(m.end())
     close: Dict[int, int] = {}
     covered_from = len(text) + 1  # `close` holds the match of every brace at or after this index
     stops: Optional[List[int]] = None
-    for m in reversed(commands):
-        i = _BLANKS.match(text, m.end()).end()
+    for start, cmd_end in zip(reversed(starts), reversed(ends)):
+        i = _BLANKS.match(text, cmd_end).end()
         if i < len(text) and text[i] == "{":
             if i < covered_from:
                 # The last box usually closes near the end: match the braces from it first, and
                 # only if an earlier box is asked for, every brace after the first command, once.
-                covered_from = i if covered_from > len(text) else commands[0].end()
+                covered_from = i if covered_from > len(text) else ends[0]
                 close = _closing_braces(text, covered_from)
             end = close.get(i)
             if end is not None:
-                yield Box(m.start(), i + 1, end, end + 1)
-        elif i > m.end() and i < len(text):
+                yield Box(start, i + 1, end, end + 1)
+        elif i > cmd_end and i < len(text):
             if stops is None:  # positions of `$` and newlines, once, for every bare box
                 stops = [s.start() for s in _BARE_STOP.finditer(text)]
             k = bisect.bisect_left(stops, i)
             end = stops[k] if k < len(stops) else len(text)
-            yield Box(m.start(), i, end, end)
+            yield Box(start, i, end, end)
 
 
 def _content(text: str, box: Box) -> str:
