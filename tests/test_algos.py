@@ -55,7 +55,8 @@ ADV = t(1.0, 1.0, -1.0, -1.0, -1.0, 2.0, 1.0)
 def ppo(mask=None, **kw):
     old = torch.zeros(1, len(RATIOS))
     logp = RATIOS.log().unsqueeze(0)
-    return ppo_clip_loss(PolicyLossInput(logp, old, ADV.unsqueeze(0), torch.ones_like(old) if mask is None else mask, **kw))
+    mask = torch.ones_like(old) if mask is None else mask
+    return ppo_clip_loss(PolicyLossInput(logp, old, ADV.unsqueeze(0), mask, **kw))
 
 
 def test_ppo_clip_decoupled_epsilons_by_hand():

@@ -60,6 +60,26 @@ def test_one_process_collectives_are_the_identity():
     assert global_denominator(17.0, env) == 17.0
 
 
+def test_both_backends_implement_the_training_backend_contract():
+    """engine/backend.py's Protocol: every member on the torch backend (an instance) and on the
+    DeepSpeed class (building one needs a process group), with the same parameters."""
+    import inspect
+
+    from aent_cli.engine.backend import TrainingBackend
+    from aent_cli.engine.deepspeed_backend import DeepSpeedBackend
+    from aent_cli.engine.torch_backend import TorchBackend
+
+    model = torch.nn.Linear(2, 2)
+    assert isinstance(TorchBackend(model, torch.optim.SGD(model.parameters(), lr=0.1)), TrainingBackend)
+    methods = [name for name, value in vars(TrainingBackend).items() if inspect.isfunction(value)
+               and not name.startswith("_")]
+    assert {"prepare_forward", "step", "save_checkpoint", "restore_checkpoint", "generation_context"} <= set(methods)
+    for cls in (TorchBackend, DeepSpeedBackend):
+        for name in methods:
+            want = list(inspect.signature(getattr(TrainingBackend, name)).parameters)
+            assert list(inspect.signature(getattr(cls, name)).parameters) == want, (cls.__name__, name)
+
+
 def test_world_size_mismatch_on_resume_is_a_user_error(tmp_path, monkeypatch):
     from aent_cli.config import compose_config, validate
     from aent_cli.engine.setup import TrainingSetup

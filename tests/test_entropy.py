@@ -1,5 +1,5 @@
-"""full_entropy / clamped_entropy against the float64 reference definition (entropy.reference_clamped_entropy), their gradients, ties,
-and the fast kept-set selection against the exact one (including rows built to defeat it)."""
+"""full_entropy / clamped_entropy against the float64 reference definition (entropy.reference_clamped_entropy),
+their gradients, ties, and the fast kept-set selection against the exact one (including rows built to defeat it)."""
 import math
 
 import pytest

@@ -74,4 +74,5 @@ def reinforce_loss(inputs: PolicyLossInput) -> LossAndStats:
     logp = inputs.log_probs
     loss = -inputs.advantages * logp
     zero = torch.zeros((), device=logp.device)
-    return loss, {"pg_clipfrac": zero, "ppo_kl": masked_mean(inputs.old_log_probs - logp, inputs.response_mask).detach()}
+    ppo_kl = masked_mean(inputs.old_log_probs - logp, inputs.response_mask).detach()
+    return loss, {"pg_clipfrac": zero, "ppo_kl": ppo_kl}

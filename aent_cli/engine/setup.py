@@ -22,7 +22,8 @@ from aent_cli.data.word_problems import SPEC as WORD_PROBLEMS, held_out_size as 
 from aent_cli.engine.checkpoint import check_model_weights, load_trainer_state
 from aent_cli.engine.backend import TrainingBackend
 from aent_cli.engine.collectives import broadcast_object, main_first
-from aent_cli.engine.distributed import LOCAL, DistEnv, check_divisible, detect_env, init_distributed, local_device, shutdown
+from aent_cli.engine.distributed import (LOCAL, DistEnv, check_divisible, detect_env, init_distributed, local_device,
+                                         shutdown)
 from aent_cli.engine.silent_tracker import SilentTracker
 from aent_cli.engine.torch_backend import TorchBackend
 from aent_cli.errors import UserError

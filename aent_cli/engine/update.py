@@ -126,7 +126,7 @@ def micro_batches(batch: SequenceBatch, rows: torch.Tensor, max_rows: int, max_t
 def _forward(model, sub: SequenceBatch, settings: UpdateSettings, p: float, backend: Optional[TrainingBackend],
              **needs: bool) -> TokenStats:
     """response_token_stats of one micro-batch, told of the backend's lockstep (engine/backend.py)."""
-    min_chunks = backend.prepare_forward(int(sub.response_mask.sum()), settings.logit_chunk) if backend is not None else 0
+    min_chunks = 0 if backend is None else backend.prepare_forward(int(sub.response_mask.sum()), settings.logit_chunk)
     return response_token_stats(model, sub, settings.temperature, p, chunk=settings.logit_chunk,
                                 min_chunks=min_chunks, lockstep=backend is not None and backend.lockstep, **needs)
 
