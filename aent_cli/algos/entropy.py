@@ -5,8 +5,8 @@ rest of this module and the C kernels compute the same numbers fast, and tests/t
 check every path against that reference. clamped_entropy drops, at each position, the floor(p * V)
 lowest logits (never all of them) and takes the entropy of the softmax re-normalised over the rest.
 The kept set is a selection (no gradient through it), so d H~ / d x_i = -pi~_i (x_i - E_pi~[x]) on
-kept tokens and exactly 0 on dropped ones. Ties at the threshold: the value does not depend on which tied tokens are kept (they are equal); for
-the gradient the lowest-index tied tokens are the kept ones.
+kept tokens and exactly 0 on dropped ones. Ties at the threshold: the value does not depend on which
+tied tokens are kept (they are equal); for the gradient the lowest-index tied tokens are the kept ones.
 
 Both functions take logits of any leading shape, compute in fp32 (bf16/fp16 are upcast per chunk; fp64
 stays fp64 so gradcheck can run), process `chunk_rows` rows at a time and save nothing of size [N, V]
