@@ -42,7 +42,7 @@ def skewed_lengths(rows: int, longest: int, seed: int = 0):
 def child(spec: dict) -> dict:
     sys.path.insert(0, str(HERE))
     import train_batch as tb
-    from aent_cli.engine.update import optimise
+    optimise = tb.optimise  # either engine/update.py API (--before trees)
 
     torch.set_num_threads(1)
     model, tokenizer, cfg = tb.load(spec["model"], "float32", False, "cpu")

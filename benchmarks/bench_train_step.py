@@ -43,7 +43,7 @@ def child(spec: dict) -> dict:
 
     sys.path.insert(0, str(HERE))
     import train_batch as tb
-    from aent_cli.engine.update import measure, optimise
+    optimise, measure = tb.optimise, tb.measure  # either engine/update.py API (--before trees)
 
     device = spec["device"]
     if spec["threads"]:

@@ -3,7 +3,8 @@
 A fixed GRPO batch (real prompts, response token ids drawn at fixed lengths), the model FLOPs of a
 training step on it, the achievable matmul rate on the model's own shapes, and a training backend
 that times backward and the optimiser step. Only APIs that older aent trees also have are used, so
-a benchmark can run the same child code against another checkout (`--before DIR`).
+a benchmark can run the same child code against another checkout (`--before DIR`): `optimise` and
+`measure` below take the older keyword form and call whichever engine/update.py API the tree has.
 """
 from __future__ import annotations
 
@@ -170,9 +171,49 @@ def peak_rss_mb() -> float:
     return _status_mb("VmHWM")
 
 
+def _torch_backend_class():
+    try:
+        from aent_cli.engine.torch_backend import TorchBackend
+    except ImportError:  # older trees: engine/distributed.py held it
+        from aent_cli.engine.distributed import TorchBackend
+    return TorchBackend
+
+
+def optimise(model, optimizer, algo, batch, advantages, old, ref_logp, coef: float, *, temperature: float, chunk: int,
+             group_size: int, mini_batch_queries: int, micro_batch_size: int, ppo_epochs: int, grad_clip: float,
+             max_response_length: int, micro_batch_tokens: int = 0):
+    """engine.update.optimise in the older keyword form, on this tree's API (`optimizer`: a torch
+    optimiser or a training backend). `group_size` is implied by the batch's groups on newer trees."""
+    from aent_cli.engine import update
+
+    if not hasattr(update, "UpdateSettings"):
+        extra = {"micro_batch_tokens": micro_batch_tokens} if micro_batch_tokens else {}  # trees before it lack it
+        return update.optimise(model, optimizer, algo, batch, advantages, old, ref_logp, coef, temperature=temperature,
+                               chunk=chunk, group_size=group_size, mini_batch_queries=mini_batch_queries,
+                               micro_batch_size=micro_batch_size, ppo_epochs=ppo_epochs, grad_clip=grad_clip,
+                               max_response_length=max_response_length, **extra)
+    settings = update.UpdateSettings(temperature=temperature, logit_chunk=chunk, mini_batch_groups=mini_batch_queries,
+                                     micro_batch_size=micro_batch_size, max_response_length=max_response_length,
+                                     micro_batch_tokens=micro_batch_tokens, ppo_epochs=ppo_epochs, grad_clip=grad_clip)
+    backend = optimizer if hasattr(optimizer, "prepare_forward") else _torch_backend_class()(model, optimizer)
+    return update.optimise(model, backend, algo, update.StepBatch(batch, advantages, old, ref_logp), coef,
+                           settings).stats
+
+
+def measure(model, batch, temperature: float, p: float, chunk: int, micro: int):
+    """engine.update.measure in the older positional form, on this tree's API."""
+    from aent_cli.engine import update
+
+    if not hasattr(update, "UpdateSettings"):
+        return update.measure(model, batch, temperature, p, chunk, micro)
+    settings = update.UpdateSettings(temperature=temperature, logit_chunk=chunk, mini_batch_groups=1,
+                                     micro_batch_size=micro, max_response_length=batch.responses.shape[1])
+    return update.measure(model, batch, settings, p)
+
+
 def timed_backend(model, optimizer, device):
     """A torch training backend that adds up the seconds of backward and of the optimiser step."""
-    from aent_cli.engine.distributed import TorchBackend
+    TorchBackend = _torch_backend_class()
 
     class Timed(TorchBackend):
         seconds = {"backward": 0.0, "optimizer": 0.0}

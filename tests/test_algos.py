@@ -12,7 +12,7 @@ from aent_cli.algos.aggregation import seq_mean_token_mean, seq_mean_token_sum_n
 from aent_cli.algos.coef import AdaptiveEntropyCoef, build_coef
 from aent_cli.algos.kl import kl_k1, kl_k3
 from aent_cli.algos.objective import compute_loss
-from aent_cli.algos.policy import ppo_clip_loss, reinforce_loss
+from aent_cli.algos.policy import PolicyLossInput, ppo_clip_loss, reinforce_loss
 from aent_cli.config.schema import AlgoConfig, CoefConfig
 
 
@@ -55,7 +55,8 @@ ADV = t(1.0, 1.0, -1.0, -1.0, -1.0, 2.0, 1.0)
 def ppo(mask=None, **kw):
     old = torch.zeros(1, len(RATIOS))
     logp = RATIOS.log().unsqueeze(0)
-    return ppo_clip_loss(logp, old, ADV.unsqueeze(0), torch.ones_like(old) if mask is None else mask, **kw)
+    mask = torch.ones_like(old) if mask is None else mask
+    return ppo_clip_loss(PolicyLossInput(logp, old, ADV.unsqueeze(0), mask, **kw))
 
 
 def test_ppo_clip_decoupled_epsilons_by_hand():
@@ -88,8 +89,8 @@ def test_ppo_clip_stats_respect_the_mask():
 
 def test_ppo_gradient_is_zero_where_clipped():
     logp = RATIOS.log().unsqueeze(0).requires_grad_(True)
-    loss, _ = ppo_clip_loss(logp, torch.zeros(1, 7), ADV.unsqueeze(0), torch.ones(1, 7), clip_eps_low=0.2,
-                            clip_eps_high=0.28)
+    loss, _ = ppo_clip_loss(PolicyLossInput(logp, torch.zeros(1, 7), ADV.unsqueeze(0), torch.ones(1, 7),
+                                            clip_eps_low=0.2, clip_eps_high=0.28))
     loss.sum().backward()
     # unclipped tokens: d(-A rho)/d logp = -A rho; clipped ones (0 and 2): 0
     torch.testing.assert_close(logp.grad.squeeze(0), t(0, -0.5, 0, 1.5, 5.0, -2.2, -1.25))
@@ -98,7 +99,7 @@ def test_ppo_gradient_is_zero_where_clipped():
 def test_reinforce_by_hand():
     logp = t(-0.5, -2.0, -1.0).unsqueeze(0).requires_grad_(True)
     adv = t(1.0, -0.5, 0.0).unsqueeze(0)
-    loss, stats = reinforce_loss(logp, logp.detach(), adv, torch.ones(1, 3))
+    loss, stats = reinforce_loss(PolicyLossInput(logp, logp.detach(), adv, torch.ones(1, 3)))
     torch.testing.assert_close(loss.squeeze(0), t(0.5, -1.0, 0.0))
     loss.sum().backward()
     torch.testing.assert_close(logp.grad.squeeze(0), t(-1.0, 0.5, 0.0))

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from aent_cli.engine.distributed import (DistEnv, all_reduce_sum, check_divisible, detect_env, global_denominator,
-                                         shard, shard_uneven)
+from aent_cli.engine.collectives import all_reduce_sum, global_denominator, shard, shard_uneven
+from aent_cli.engine.distributed import DistEnv, check_divisible, detect_env
 from aent_cli.errors import UserError
 
 HERE = Path(__file__).resolve()
@@ -58,6 +58,26 @@ def test_one_process_collectives_are_the_identity():
     env = DistEnv()
     assert all_reduce_sum([1.5, torch.tensor(2.0)], env) == [1.5, 2.0]
     assert global_denominator(17.0, env) == 17.0
+
+
+def test_both_backends_implement_the_training_backend_contract():
+    """engine/backend.py's Protocol: every member on the torch backend (an instance) and on the
+    DeepSpeed class (building one needs a process group), with the same parameters."""
+    import inspect
+
+    from aent_cli.engine.backend import TrainingBackend
+    from aent_cli.engine.deepspeed_backend import DeepSpeedBackend
+    from aent_cli.engine.torch_backend import TorchBackend
+
+    model = torch.nn.Linear(2, 2)
+    assert isinstance(TorchBackend(model, torch.optim.SGD(model.parameters(), lr=0.1)), TrainingBackend)
+    methods = [name for name, value in vars(TrainingBackend).items() if inspect.isfunction(value)
+               and not name.startswith("_")]
+    assert {"prepare_forward", "step", "save_checkpoint", "restore_checkpoint", "generation_context"} <= set(methods)
+    for cls in (TorchBackend, DeepSpeedBackend):
+        for name in methods:
+            want = list(inspect.signature(getattr(TrainingBackend, name)).parameters)
+            assert list(inspect.signature(getattr(cls, name)).parameters) == want, (cls.__name__, name)
 
 
 def test_world_size_mismatch_on_resume_is_a_user_error(tmp_path, monkeypatch):
@@ -183,14 +203,14 @@ def _batch(prompts, responses, rewards, queries, tokenizer, algo):
 def _two_steps(model, backend, batch, advantages, algo, env):
     """Step 1 on-policy (one forward), step 2 with old log-probs measured first; then lambda."""
     from aent_cli.algos.coef import build_coef
-    from aent_cli.engine.update import measure, optimise
+    from aent_cli.engine.update import StepBatch, UpdateSettings, measure, optimise
 
-    kwargs = dict(temperature=1.0, chunk=5, group_size=GROUP, mini_batch_queries=batch.input_ids.shape[0] // GROUP,
-                  micro_batch_size=3, ppo_epochs=1, grad_clip=1.0, max_response_length=16)
-    one = optimise(model, backend, algo, batch, advantages, None, None, 0.01, **kwargs)
-    measured = one.pop("_measured")
-    old = measure(model, batch, 1.0, algo.p, 5, 3, backend=backend)
-    two = optimise(model, backend, algo, batch, advantages, old, None, 0.01, **kwargs)
+    settings = UpdateSettings(temperature=1.0, logit_chunk=5, mini_batch_groups=batch.input_ids.shape[0] // GROUP,
+                              micro_batch_size=3, ppo_epochs=1, grad_clip=1.0, max_response_length=16)
+    update = optimise(model, backend, algo, StepBatch(batch, advantages), 0.01, settings)
+    one, measured = update.stats, update.measured
+    old = measure(model, batch, settings, algo.p, backend=backend)
+    two = optimise(model, backend, algo, StepBatch(batch, advantages, old), 0.01, settings).stats
     mask = batch.response_mask
     total, tokens = all_reduce_sum([(measured["clamped_entropy"] * mask).sum(), mask.sum()], env)
     coef = build_coef(algo, 1)
@@ -202,7 +222,8 @@ def _two_steps(model, backend, batch, advantages, algo, env):
 
 def _update_worker(out: Path, names, env) -> dict:
     from aent_cli.config import compose_config
-    from aent_cli.engine.distributed import LOCAL, TorchBackend, init_distributed
+    from aent_cli.engine.distributed import LOCAL, init_distributed
+    from aent_cli.engine.torch_backend import TorchBackend
     from aent_cli.models.loading import load_policy
 
     cfg = compose_config(["algo=aent", "algo.coef.init=0.01", "algo.coef.lr=0.5", "algo.coef.max=10",

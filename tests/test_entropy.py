@@ -1,5 +1,5 @@
-"""full_entropy / clamped_entropy against an independent float64 reference, their gradients, ties,
-and the fast kept-set selection against the exact one (including rows built to defeat it)."""
+"""full_entropy / clamped_entropy against the float64 reference definition (entropy.reference_clamped_entropy),
+their gradients, ties, and the fast kept-set selection against the exact one (including rows built to defeat it)."""
 import math
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from aent_cli.algos import entropy as ent
 from aent_cli.algos import entropy_select as select
-from aent_cli.algos.entropy import clamped_entropy, full_entropy
+from aent_cli.algos.entropy import clamped_entropy, full_entropy, reference_clamped_entropy
 
 pytestmark = pytest.mark.usefixtures("entropy_path")  # conftest.py: C kernels and torch path
 
@@ -17,20 +17,13 @@ SMALL_V, LARGE_V = 50, 20_000  # below / above the size where the sampled select
 
 
 def reference_clamped(logits: torch.Tensor, p: float, temperature: float = 1.0) -> torch.Tensor:
-    """The naive definition in float64: the floor(p * V) lowest logits set to -inf, then log_softmax."""
-    x = logits.double() / temperature
-    vocab = x.shape[-1]
-    drop = min(math.floor(p * vocab), vocab - 1)
-    if drop:
-        lowest = torch.topk(x, drop, dim=-1, largest=False).indices
-        x = x.scatter(-1, lowest, float("-inf"))
-    return entropy_of(x)
+    """The definition (algos/entropy.py's reference_clamped_entropy, float64) every path is tested against."""
+    return reference_clamped_entropy(logits, p, temperature)
 
 
 def entropy_of(x: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(x, dim=-1)
-    prob = logp.exp()
-    return -(prob * logp.masked_fill(prob == 0, 0.0)).sum(-1)
+    """The reference's ordinary entropy (p = 0) of float64 logits; -inf entries weigh 0."""
+    return reference_clamped_entropy(x, 0.0)
 
 
 def kept_lowest_index_first(x: torch.Tensor, drop: int) -> torch.Tensor:
@@ -211,6 +204,8 @@ def test_fast_selection_equals_exact(kind, p):
     fast, exact, stats = select_both(x, drop)
     assert torch.equal(fast, exact)
     assert torch.all(fast.sum(-1) == LARGE_V - drop)
+    kept_entropy = entropy_of(x.double().masked_fill(~fast, float("-inf")))  # the fast kept set, by the definition
+    torch.testing.assert_close(kept_entropy, reference_clamped(x, p), rtol=1e-12, atol=1e-12)
     assert stats["gathered"] + stats["separator"] + stats["fallback"] == 16
 
 

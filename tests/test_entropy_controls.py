@@ -16,7 +16,7 @@ from aent_cli.algos.entropy_controls import (
     token_covariance,
 )
 from aent_cli.algos.objective import compute_loss
-from aent_cli.algos.policy import ppo_clip_loss
+from aent_cli.algos.policy import PolicyLossInput, ppo_clip_loss
 from aent_cli.algos.registry import POLICY_LOSSES
 from aent_cli.config import ConfigError, compose_config, validate
 
@@ -39,7 +39,7 @@ def _grad_of(loss_fn, old_logp=None, **kwargs):
     """Per-token loss and d(sum of valid per-token losses)/d logp."""
     logp = _leaf()
     old = LOGP.clone() if old_logp is None else old_logp
-    loss, stats = loss_fn(logp, old, ADV, MASK, **kwargs)
+    loss, stats = loss_fn(PolicyLossInput(logp, old, ADV, MASK, **kwargs))
     (loss * MASK).sum().backward()
     return loss, stats, logp.grad
 
@@ -61,7 +61,7 @@ def test_clip_cov_detaches_exactly_the_tokens_inside_the_band():
     assert torch.equal(grad, expected_grad)
     assert stats["cov_clip_frac"].item() == pytest.approx(1 / 5)
     # The detached token keeps its PPO loss value (-A * 1), so pg_loss still compares with GRPO's.
-    ppo, _ = ppo_clip_loss(LOGP, LOGP, ADV, MASK)
+    ppo, _ = ppo_clip_loss(PolicyLossInput(LOGP, LOGP, ADV, MASK))
     assert torch.equal(loss.detach(), ppo)
 
 
@@ -128,7 +128,7 @@ def test_kl_cov_selection_matches_a_plain_python_reference():
     lengths = torch.tensor([40, 3, 17, 25, 1, 33])
     mask = (torch.arange(40)[None] < lengths[:, None]).double()
     algo = SimpleNamespace(kl_cov_ratio=0.05, kl_cov_coef=1.0)
-    loss, _ = kl_cov_loss(logp, logp - 0.2, adv, mask, algo=algo)
+    loss, _ = kl_cov_loss(PolicyLossInput(logp, logp - 0.2, adv, mask, algo=algo))
     unpenalised = -adv * torch.exp(logp - (logp - 0.2))
     chosen = ~torch.isclose(loss.detach(), unpenalised) & mask.bool()  # the penalty adds 0.2 where chosen
     # Reference: list of (cov, position) over valid tokens, population means, top int(0.05 n) by cov.
@@ -169,7 +169,7 @@ def test_high_entropy_mask_gradient_only_on_kept_tokens():
     _, _, grad_ppo = _grad_of(ppo_clip_loss)
     assert torch.equal(grad_all, grad_ppo) and stats["entropy_mask_frac"].item() == 1.0
     with pytest.raises(ValueError, match="token_entropy"):
-        high_entropy_mask_loss(LOGP, LOGP, ADV, MASK, algo=SimpleNamespace(entropy_mask_rho=0.2))
+        high_entropy_mask_loss(PolicyLossInput(LOGP, LOGP, ADV, MASK, algo=SimpleNamespace(entropy_mask_rho=0.2)))
 
 
 def test_target_coefficient_steps_toward_target_and_clips():

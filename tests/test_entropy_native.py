@@ -10,7 +10,8 @@ from aent_cli.algos import entropy as ent
 from aent_cli.algos import entropy_select as select
 from aent_cli.algos import entropy_native as native
 from aent_cli.algos.entropy import clamped_entropy
-from tests.test_entropy import assert_grad_close, kept_lowest_index_first, logits, reference_clamped
+from aent_cli.algos.entropy import reference_clamped_entropy as reference_clamped
+from tests.test_entropy import assert_grad_close, kept_lowest_index_first, logits
 
 SAMPLED_V = 70_001  # above 4 * SMALL_BAND: the sampled selection runs (and V % 16 != 0)
 

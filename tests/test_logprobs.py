@@ -98,7 +98,7 @@ def test_chunked_stats_and_gradients_equal_the_full_logits(case, chunk, min_chun
     model, batch, rows, weights, want_grads = case
     model.zero_grad()
     stats = response_token_stats(model, batch, TEMPERATURE, P, want_full=True, want_clamped=True, chunk=chunk,
-                                 min_chunks=min_chunks)
+                                 min_chunks=min_chunks, lockstep=min_chunks > 0)
     mask = batch.response_mask.bool()
     for key, index in (("logp", 0), ("entropy", 1), ("clamped_entropy", 2)):
         for b, row in enumerate(rows):

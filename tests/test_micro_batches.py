@@ -5,8 +5,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from aent_cli.engine.distributed import TorchBackend
-from aent_cli.engine.update import micro_batches, optimise
+from aent_cli.engine.torch_backend import TorchBackend
+from aent_cli.engine.update import StepBatch, UpdateSettings, micro_batches, optimise
 from aent_cli.models.logprobs import pack_sequences
 from aent_cli.models.tiny import build_model, build_tokenizer
 
@@ -64,16 +64,16 @@ def test_split_update_equals_the_unsplit_one(budget):
     for tokens in (0, budget):
         model = build_model(build_tokenizer(), seed=7)
         backend = Recording(model)
-        stats = optimise(model, backend, ALGO, batch, advantages, None, None, 0.03, temperature=0.9, chunk=16,
-                         group_size=GROUP, mini_batch_queries=3, micro_batch_size=64, ppo_epochs=1, grad_clip=1.0,
-                         max_response_length=32, micro_batch_tokens=tokens)
-        results.append((stats, backend))
+        settings = UpdateSettings(temperature=0.9, logit_chunk=16, mini_batch_groups=3, micro_batch_size=64,
+                                  ppo_epochs=1, grad_clip=1.0, max_response_length=32, micro_batch_tokens=tokens)
+        update = optimise(model, backend, ALGO, StepBatch(batch, advantages), 0.03, settings)
+        results.append((update, backend))
     (whole, one), (split, many) = results
     assert one.forwards == 1 and many.forwards > 1
     for key in ("pg_loss", "entropy_bonus", "clip_frac"):
-        if key in whole:
-            assert split[key] == pytest.approx(whole[key], rel=1e-5, abs=1e-7), key
+        if key in whole.stats:
+            assert split.stats[key] == pytest.approx(whole.stats[key], rel=1e-5, abs=1e-7), key
     for key in ("logp", "entropy", "clamped_entropy"):
-        torch.testing.assert_close(split["_measured"][key], whole["_measured"][key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(split.measured[key], whole.measured[key], rtol=1e-5, atol=1e-6)
     for name, grad in one.grads[0].items():
         torch.testing.assert_close(many.grads[0][name], grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")

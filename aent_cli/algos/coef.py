@@ -1,14 +1,61 @@
 """The entropy coefficient lambda: adaptive (eq. 4.1 of the AEnt paper), constant, or target (TRL).
 
-Every controller has `.value`, `.update(entropy, step)`, `state_dict()` / `load_state_dict()` and
-`tracked_entropy` ("clamped" or "full"): which per-step mean entropy the trainer must pass to update.
+Every controller is an EntropyCoef: `.value`, `.update(entropy, step)`, `state_dict()` /
+`load_state_dict()` and `tracked_entropy` ("clamped" or "full"): which per-step mean entropy the
+trainer must pass to update.
 """
 from __future__ import annotations
 
-from typing import Dict, Union
+from typing import Dict, Tuple, Union
 
 
-class AdaptiveEntropyCoef:
+class EntropyCoef:
+    """What every controller shares: the value, clipped to [min, max] on each update from
+    `start_step` on, and the JSON state a checkpoint keeps. A subclass gives `_next(H)`, the
+    unclipped new value, and the settings `state_dict` records beside the common ones."""
+
+    mode = ""
+    tracked_entropy = "clamped"
+    resumes_from: Tuple[str, ...] = ()  # the `mode`s of saved states load_state_dict accepts
+
+    def __init__(self, init: float, min: float, max: float, start_step: int,  # noqa: A002 - the config's names
+                 check_init: bool = True) -> None:
+        if check_init and not min <= init <= max:
+            raise ValueError(f"init={init} is outside [min, max] = [{min}, {max}]")
+        self.init, self.min, self.max, self.start_step = float(init), float(min), float(max), int(start_step)
+        self._value = float(init)
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def _frozen(self) -> bool:
+        return False
+
+    def _next(self, entropy: float) -> float:
+        raise NotImplementedError
+
+    def _settings(self) -> Dict[str, Union[float, str]]:
+        return {}
+
+    def update(self, entropy: float, step: int) -> float:
+        """Apply the rule to this step's mean entropy (the one `tracked_entropy` names); returns the value."""
+        if self._frozen() or step < self.start_step:
+            return self._value
+        self._value = min(max(self._next(float(entropy)), self.min), self.max)
+        return self._value
+
+    def state_dict(self) -> Dict[str, Union[float, str]]:
+        return {"value": self._value, "init": self.init, **self._settings(), "min": self.min, "max": self.max,
+                "start_step": self.start_step, "mode": self.mode}
+
+    def load_state_dict(self, state: Dict[str, Union[float, str]]) -> None:
+        if state.get("mode", self.mode) not in self.resumes_from:
+            raise ValueError(f"cannot resume a {self.mode} coefficient from a {state['mode']!r} one")
+        self._value = float(state["value"])
+
+
+class AdaptiveEntropyCoef(EntropyCoef):
     """lambda <- clip(lambda - lr * min(H - h_low, 0) + lr * min(h_high - H, 0), min, max).
 
     So lambda rises by lr * (h_low - H) below the band, falls by lr * (H - h_high) above it, and is
@@ -17,6 +64,7 @@ class AdaptiveEntropyCoef:
     """
 
     tracked_entropy = "clamped"  # eq. 4.1 steers H~ (with p = 0 it is the full entropy)
+    resumes_from = ("adaptive", "constant")
 
     def __init__(
         self,
@@ -33,35 +81,20 @@ class AdaptiveEntropyCoef:
             raise ValueError(f"coefficient mode must be adaptive or constant, not {mode!r}")
         if h_low > h_high:
             raise ValueError(f"h_low={h_low} > h_high={h_high}")
-        if mode == "adaptive" and not min <= init <= max:
-            raise ValueError(f"init={init} is outside [min, max] = [{min}, {max}]")
-        self.init, self.h_low, self.h_high, self.lr = float(init), float(h_low), float(h_high), float(lr)
-        self.min, self.max, self.start_step, self.mode = float(min), float(max), int(start_step), mode
-        self._value = float(init)
+        super().__init__(init, min, max, start_step, check_init=mode == "adaptive")
+        self.h_low, self.h_high, self.lr, self.mode = float(h_low), float(h_high), float(lr), mode
 
-    @property
-    def value(self) -> float:
-        return self._value
+    def _frozen(self) -> bool:
+        return self.mode == "constant"
 
-    def update(self, entropy: float, step: int) -> float:
-        if self.mode == "constant" or step < self.start_step:
-            return self._value
-        h = float(entropy)
-        new = self._value - self.lr * min(h - self.h_low, 0.0) + self.lr * min(self.h_high - h, 0.0)
-        self._value = min(max(new, self.min), self.max)
-        return self._value
+    def _next(self, h: float) -> float:
+        return self._value - self.lr * min(h - self.h_low, 0.0) + self.lr * min(self.h_high - h, 0.0)
 
-    def state_dict(self) -> Dict[str, float]:
-        return {
-            "value": self._value, "init": self.init, "h_low": self.h_low, "h_high": self.h_high,
-            "lr": self.lr, "min": self.min, "max": self.max, "start_step": self.start_step, "mode": self.mode,
-        }
-
-    def load_state_dict(self, state: Dict[str, float]) -> None:
-        self._value = float(state["value"])
+    def _settings(self) -> Dict[str, Union[float, str]]:
+        return {"h_low": self.h_low, "h_high": self.h_high, "lr": self.lr}
 
 
-class TargetEntropyCoef:
+class TargetEntropyCoef(EntropyCoef):
     """TRL's adaptive entropy rule: lambda += delta if H <= target else lambda -= delta, clipped to [min, max].
 
     A bang-bang controller on one target entropy (TRL's use_adaptive_entropy / entropy_target /
@@ -70,6 +103,7 @@ class TargetEntropyCoef:
     """
 
     mode = "target"
+    resumes_from = ("target",)
 
     def __init__(
         self,
@@ -81,45 +115,22 @@ class TargetEntropyCoef:
         start_step: int = 0,
         tracked_entropy: str = "full",
     ) -> None:
-        if not min <= init <= max:
-            raise ValueError(f"init={init} is outside [min, max] = [{min}, {max}]")
+        super().__init__(init, min, max, start_step)
         if delta < 0:
             raise ValueError(f"delta={delta} must be >= 0")
         if tracked_entropy not in ("full", "clamped"):
             raise ValueError(f"tracked_entropy must be full or clamped, not {tracked_entropy!r}")
-        self.init, self.target, self.delta = float(init), float(target), float(delta)
-        self.min, self.max, self.start_step = float(min), float(max), int(start_step)
-        self.tracked_entropy = tracked_entropy
-        self._value = float(init)
+        self.target, self.delta, self.tracked_entropy = float(target), float(delta), tracked_entropy
 
-    @property
-    def value(self) -> float:
-        return self._value
-
-    def update(self, entropy: float, step: int) -> float:
-        if step < self.start_step:
-            return self._value
+    def _next(self, h: float) -> float:
         # TRL raises the coefficient at equality too (entropy <= target).
-        if float(entropy) <= self.target:
-            self._value = min(self._value + self.delta, self.max)
-        else:
-            self._value = max(self._value - self.delta, self.min)
-        return self._value
+        return self._value + self.delta if h <= self.target else self._value - self.delta
 
-    def state_dict(self) -> Dict[str, float]:
-        return {
-            "value": self._value, "init": self.init, "target": self.target, "delta": self.delta,
-            "min": self.min, "max": self.max, "start_step": self.start_step, "mode": self.mode,
-            "tracked_entropy": self.tracked_entropy,
-        }
-
-    def load_state_dict(self, state: Dict[str, float]) -> None:
-        if state.get("mode", self.mode) != self.mode:
-            raise ValueError(f"cannot resume a target-entropy coefficient from a {state['mode']!r} one")
-        self._value = float(state["value"])
+    def _settings(self) -> Dict[str, Union[float, str]]:
+        return {"target": self.target, "delta": self.delta, "tracked_entropy": self.tracked_entropy}
 
 
-def build_coef(algo, steps_per_epoch: int) -> Union[AdaptiveEntropyCoef, TargetEntropyCoef]:
+def build_coef(algo, steps_per_epoch: int) -> EntropyCoef:
     """The coefficient controller an `algo` config section asks for.
 
     `coef.start_epoch` (1-based, the paper's "updates from epoch 3") becomes the first global step of

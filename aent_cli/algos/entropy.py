@@ -1,10 +1,12 @@
 """Per-position entropies of a softmax policy: the ordinary one (EntReg) and the clamped one (AEnt).
 
-clamped_entropy drops, at each position, the floor(p * V) lowest logits (never all of them) and takes
-the entropy of the softmax re-normalised over the rest. The kept set is a selection (no gradient
-through it), so d H~ / d x_i = -pi~_i (x_i - E_pi~[x]) on kept tokens and exactly 0 on dropped ones.
-Ties at the threshold: the value does not depend on which tied tokens are kept (they are equal); for
-the gradient the lowest-index tied tokens are the kept ones.
+The definition is `reference_clamped_entropy` (first function below, ten lines of plain torch); the
+rest of this module and the C kernels compute the same numbers fast, and tests/test_entropy*.py
+check every path against that reference. clamped_entropy drops, at each position, the floor(p * V)
+lowest logits (never all of them) and takes the entropy of the softmax re-normalised over the rest.
+The kept set is a selection (no gradient through it), so d H~ / d x_i = -pi~_i (x_i - E_pi~[x]) on
+kept tokens and exactly 0 on dropped ones. Ties at the threshold: the value does not depend on which
+tied tokens are kept (they are equal); for the gradient the lowest-index tied tokens are the kept ones.
 
 Both functions take logits of any leading shape, compute in fp32 (bf16/fp16 are upcast per chunk; fp64
 stays fp64 so gradcheck can run), process `chunk_rows` rows at a time and save nothing of size [N, V]
@@ -33,7 +35,6 @@ import torch
 
 from aent_cli.algos import entropy_native
 from aent_cli.algos import entropy_select as select
-from aent_cli.algos.registry import ENTROPY_BONUSES, register
 
 DEFAULT_CHUNK_ROWS = 8  # CPU: the chunk's few [rows, V] fp32 buffers (5 MB each at V=152k) stay in cache
 _ACCELERATOR_CHUNK_ELEMENTS = 1 << 26  # GPU: ~256 MB fp32 per buffer, enough rows to fill the device
@@ -44,6 +45,24 @@ def num_dropped(vocab_size: int, p: float) -> int:
     if not 0.0 <= p < 1.0:
         raise ValueError(f"clamping percentage p={p} must satisfy 0 <= p < 1")
     return min(int(math.floor(p * vocab_size)), vocab_size - 1)
+
+
+def reference_clamped_entropy(logits: torch.Tensor, p: float, temperature: float = 1.0) -> torch.Tensor:
+    """The definition every fast path below must equal, in plain torch and float64 ([..., V] -> [...]).
+
+    Per position: drop the floor(p * V) least likely tokens, renormalise the softmax over the rest,
+    take its entropy (p = 0: the ordinary entropy). Slow ([N, V] sorts and copies): for tests and
+    benchmarks only. Ties at the threshold do not change the value; `clamped_entropy` keeps the
+    lowest-index tied tokens, which decides its gradient (this one's follows torch.topk's choice).
+    """
+    x = logits.double() / temperature
+    drop = num_dropped(x.shape[-1], p)
+    if drop:
+        lowest = torch.topk(x, drop, dim=-1, largest=False).indices
+        x = x.scatter(-1, lowest, -math.inf)
+    log_probs = torch.log_softmax(x, dim=-1)
+    probs = log_probs.exp()
+    return -(probs * log_probs.masked_fill(probs == 0, 0.0)).sum(-1)  # 0 * log 0 = 0 on dropped tokens
 
 
 def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -242,6 +261,3 @@ def clamped_entropy(
     """Entropy of the softmax re-normalised over all but the floor(p * V) lowest logits, per position."""
     return _apply(logits, lambda vocab: num_dropped(vocab, p), temperature, chunk_rows)
 
-
-register(ENTROPY_BONUSES, "full")(lambda logits, p=0.0, temperature=1.0: full_entropy(logits, temperature))
-register(ENTROPY_BONUSES, "clamped")(clamped_entropy)

@@ -8,7 +8,7 @@
   the top-rho fraction of tokens by entropy (the "forking" tokens).
 The fourth comparison, a coefficient steered toward a target entropy, is a controller: coef.py.
 
-Each function has ppo_clip_loss's signature and returns (per_token_loss [B, T], detached stats); the
+Each function takes a PolicyLossInput (algos/policy.py) and returns (per_token_loss [B, T], detached stats); the
 stats are logged as `actor/<key>`. "The batch" over which means, fractions and quantiles are taken is
 the one compute_loss is given (one micro-batch, as in verl); a token whose gradient a method drops
 keeps its loss *value* (detached), so `actor/pg_loss` stays the PPO loss of every token and compares
@@ -17,12 +17,12 @@ Settings are read from the `algo` config section; missing ones take the publishe
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from aent_cli.algos.aggregation import masked_mean
-from aent_cli.algos.policy import LossAndStats, ppo_clip_loss
+from aent_cli.algos.policy import LossAndStats, PolicyLossInput, ppo_clip, ppo_clip_loss
 from aent_cli.algos.registry import POLICY_LOSSES, register
 
 # verl's defaults (clip_cov_ratio, clip_cov_lb, clip_cov_ub, kl_cov_ratio, ppo_kl_coef) and Wang et al.'s rho.
@@ -48,21 +48,6 @@ def token_covariance(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.T
         logp, advantages = logp.detach().to(dtype), advantages.detach().to(dtype)
         cov = (logp - masked_mean(logp, mask)) * (advantages - masked_mean(advantages, mask))
         return torch.where(mask.bool(), cov, torch.zeros((), dtype=dtype, device=cov.device))
-
-
-def _ppo_gradient_already_zero(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-    clip_eps_low: float, clip_eps_high: float, dual_clip_c: Optional[float],
-) -> torch.Tensor:
-    """Tokens on which ppo_clip_loss's clip (or dual clip) binds, so their gradient is 0 anyway."""
-    with torch.no_grad():
-        ratio = torch.exp(logp - old_logp)
-        unclipped = -advantages * ratio
-        clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high)
-        zero = clipped > unclipped
-        if dual_clip_c is not None:
-            zero = zero | ((advantages < 0) & (torch.maximum(unclipped, clipped) > -advantages * dual_clip_c))
-        return zero
 
 
 def _random_subset(candidates: torch.Tensor, count: int) -> torch.Tensor:
@@ -92,27 +77,17 @@ def _selection_count(fraction: float, n_valid: int) -> int:
 
 
 @register(POLICY_LOSSES, "clip_cov")
-def clip_cov_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    clip_eps_low: float = 0.2,
-    clip_eps_high: float = 0.2,
-    dual_clip_c: Optional[float] = None,
-    algo: Any = None,
-    **_,
-) -> LossAndStats:
+def clip_cov_loss(inputs: PolicyLossInput) -> LossAndStats:
     """PPO-clip with the gradient of a random max(int(cov_ratio * n), 1) tokens removed.
 
     They are drawn uniformly from the valid tokens whose covariance lies strictly inside
     (cov_clip_lower, cov_clip_upper) and which PPO's clip has not already cut off, as verl does.
     """
+    algo, logp, advantages, mask = inputs.algo, inputs.log_probs, inputs.advantages, inputs.response_mask
     ratio, lower, upper = (_setting(algo, k) for k in ("cov_ratio", "cov_clip_lower", "cov_clip_upper"))
-    loss, stats = ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps_low, clip_eps_high, dual_clip_c)
+    loss, stats, already = ppo_clip(inputs)  # `already`: a clip binds there, the gradient is 0 anyway
     valid = mask.bool()
     cov = token_covariance(logp, advantages, mask)
-    already = _ppo_gradient_already_zero(logp, old_logp, advantages, clip_eps_low, clip_eps_high, dual_clip_c)
     candidates = valid & ~already & (cov > lower) & (cov < upper)
     chosen = _random_subset(candidates, _selection_count(ratio, int(valid.sum())))
     loss = torch.where(chosen, loss.detach(), loss)
@@ -121,24 +96,15 @@ def clip_cov_loss(
 
 
 @register(POLICY_LOSSES, "kl_cov")
-def kl_cov_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    clip_eps_low: float = 0.2,
-    clip_eps_high: float = 0.2,
-    dual_clip_c: Optional[float] = None,
-    algo: Any = None,
-    **_,
-) -> LossAndStats:
+def kl_cov_loss(inputs: PolicyLossInput) -> LossAndStats:
     """-rho * A per token, plus kl_cov_coef * |logp - old_logp| on the top max(int(kl_cov_ratio * n), 1)
     valid tokens by covariance.
 
     As in the paper (eq. for L_KL-Cov) and verl, the surrogate is *not* clipped: the KL penalty on the
     high-covariance tokens replaces PPO's clip, so clip_eps_* and dual_clip_c are unused here.
     """
-    del clip_eps_low, clip_eps_high, dual_clip_c
+    algo, logp, advantages, mask = inputs.algo, inputs.log_probs, inputs.advantages, inputs.response_mask
+    old_logp = inputs.old_log_probs
     fraction, coef = _setting(algo, "kl_cov_ratio"), _setting(algo, "kl_cov_coef")
     log_ratio = logp - old_logp
     loss = -advantages * torch.exp(log_ratio)
@@ -173,26 +139,16 @@ def high_entropy_tokens(token_entropy: torch.Tensor, mask: torch.Tensor, rho: fl
 
 
 @register(POLICY_LOSSES, "high_entropy_mask")
-def high_entropy_mask_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    clip_eps_low: float = 0.2,
-    clip_eps_high: float = 0.2,
-    dual_clip_c: Optional[float] = None,
-    algo: Any = None,
-    token_entropy: Optional[torch.Tensor] = None,
-    **_,
-) -> LossAndStats:
+def high_entropy_mask_loss(inputs: PolicyLossInput) -> LossAndStats:
     """PPO-clip whose gradient flows only through the top-rho fraction of valid tokens by entropy.
 
-    `token_entropy` is the detached per-token full entropy [B, T]. The aggregation's denominator still
-    counts every valid token, as in the paper's objective (an indicator inside the token mean).
+    `inputs.token_entropy` is the detached per-token full entropy [B, T]. The aggregation's denominator
+    still counts every valid token, as in the paper's objective (an indicator inside the token mean).
     """
+    token_entropy, algo, mask = inputs.token_entropy, inputs.algo, inputs.response_mask
     if token_entropy is None:
         raise ValueError("policy_loss=high_entropy_mask needs token_entropy, the per-token full entropy")
-    loss, stats = ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps_low, clip_eps_high, dual_clip_c)
+    loss, stats = ppo_clip_loss(inputs)
     keep = high_entropy_tokens(token_entropy, mask, _setting(algo, "entropy_mask_rho"))
     loss = torch.where(keep, loss, loss.detach())
     stats["entropy_mask_frac"] = masked_mean(keep.float(), mask)

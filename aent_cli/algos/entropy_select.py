@@ -110,10 +110,10 @@ def kept_threshold(
 
     Three sample quantiles get exact counts around the threshold; a quadratic through them places
     two more counts tightly around it; the few tokens left between are gathered and ranked. Per row,
-    #(x < a) = ca <= drop < cb = #(x < b) throughout, so the threshold value lies in [a, b).
-    `scratch` [3, R, V] holds counting indicators; slot_a / slot_b say which of its slots holds a's /
-    b's. The per-row bookkeeping runs in NumPy (float64 holds every fp32 value exactly), where it
-    costs microseconds instead of many small torch calls.
+    the bracket [low, high) holds the threshold value: #(x < low) = below_low <= drop < below_high =
+    #(x < high) throughout. `scratch` [3, R, V] holds counting indicators; low_slot / high_slot say
+    which of its slots holds low's / high's (-1: none, recount). The per-row bookkeeping runs in NumPy
+    (float64 holds every fp32 value exactly), where it costs microseconds instead of many small torch calls.
     """
     rows, vocab = x.shape
     if vocab < EXACT_BELOW or not on_cpu(x):  # an accelerator's selection kernels are fast
@@ -132,67 +132,71 @@ def kept_threshold(
     mid = quantiles[:, ranks.index(r_mid)].unsqueeze(1)
     hi = _above(quantiles[:, -1:] if r_hi < SAMPLE else row_max)
     points = torch.cat([lo, mid, hi], 1)
-    cs, bank = _count_below(x, points.T.contiguous(), scratch)
-    xs = _to_numpy(points)
-    valid = (cs[:, 0] <= drop) & (cs[:, 2] > drop)
-    estimate, side, bend = _interpolate(xs, cs, drop + 0.5)
+    counts_at_points, bank = _count_below(x, points.T.contiguous(), scratch)
+    values_at_points = _to_numpy(points)
+    valid = (counts_at_points[:, 0] <= drop) & (counts_at_points[:, 2] > drop)
+    estimate, side, bend = _interpolate(values_at_points, counts_at_points, drop + 0.5)
     every = np.arange(rows)
-    a, b, ca, cb = xs[every, side], xs[every, side + 1], cs[every, side], cs[every, side + 1]
-    slot_a, slot_b = side.copy(), side + 1
-    n = np.maximum(cb - ca, 1)
-    if (valid & (n > _SMALL_BAND) & (ca != drop)).any():
+    low, high = values_at_points[every, side], values_at_points[every, side + 1]
+    below_low, below_high = counts_at_points[every, side], counts_at_points[every, side + 1]
+    low_slot, high_slot = side.copy(), side + 1
+    width = np.maximum(below_high - below_low, 1)  # tokens in [low, high)
+    if (valid & (width > _SMALL_BAND) & (below_low != drop)).any():
         # Straddle the estimate with two more counts; the margin covers binomial noise and model error.
-        frac = np.clip((drop + 0.5 - ca) / n, 0, 1)
-        step = (b - a) / n  # mean value step per rank in [a, b)
-        err = (_K_NOISE * np.sqrt(n * frac * (1 - frac)) + _K_CONST) * step + _K_BEND * bend
-        probes = np.clip(np.stack([estimate - err, estimate + err]), a, b)
+        frac = np.clip((drop + 0.5 - below_low) / width, 0, 1)
+        step = (high - low) / width  # mean value step per rank in [low, high)
+        err = (_K_NOISE * np.sqrt(width * frac * (1 - frac)) + _K_CONST) * step + _K_BEND * bend
+        probes = np.clip(np.stack([estimate - err, estimate + err]), low, high)
         taus = torch.from_numpy(probes).to(x.device, x.dtype)
         counts, straddle = _count_below(x, taus, scratch[:2])
         bank = torch.cat([straddle, bank[2:]])  # slots 0 and 1 now hold the straddle's indicators
         taus = _to_numpy(taus).T
-        take_a = (counts[:, 0] <= drop) & (counts[:, 0] >= ca)
-        take_b = (counts[:, 1] > drop) & (counts[:, 1] <= cb)
-        a, ca, slot_a = np.where(take_a, taus[:, 0], a), np.where(take_a, counts[:, 0], ca), np.where(take_a, 0, -1)
-        b, cb = np.where(take_b, taus[:, 1], b), np.where(take_b, counts[:, 1], cb)
-        slot_b = np.where(take_b, 1, np.where(slot_b == 2, 2, -1))
+        take_low = (counts[:, 0] <= drop) & (counts[:, 0] >= below_low)
+        take_high = (counts[:, 1] > drop) & (counts[:, 1] <= below_high)
+        low, below_low = np.where(take_low, taus[:, 0], low), np.where(take_low, counts[:, 0], below_low)
+        low_slot = np.where(take_low, 0, -1)
+        high, below_high = np.where(take_high, taus[:, 1], high), np.where(take_high, counts[:, 1], below_high)
+        high_slot = np.where(take_high, 1, np.where(high_slot == 2, 2, -1))
 
-    thr = torch.from_numpy(a).to(x.device, x.dtype)  # rows with ca == drop: keeping x >= a is exact
+    thr = torch.from_numpy(low).to(x.device, x.dtype)  # rows with below_low == drop: keeping x >= low is exact
     cut = torch.full((rows,), vocab, dtype=torch.int64, device=x.device)
-    band = cb - ca
-    gather = valid & (ca != drop) & (band <= _MAX_GATHER)
+    band = below_high - below_low
+    gather = valid & (below_low != drop) & (band <= _MAX_GATHER)
     fallback = ~valid | (band > _MAX_GATHER)
-    stale = gather & ((slot_a < 0) | (slot_b < 0))
+    stale = gather & ((low_slot < 0) | (high_slot < 0))
     if gather.any():
-        for r in np.flatnonzero(stale).tolist():  # a straddle probe missed: recount [a, b) in slots 0, 1
-            ends = torch.tensor([[a[r]], [b[r]]], dtype=x.dtype, device=x.device)
+        for r in np.flatnonzero(stale).tolist():  # a straddle probe missed: recount [low, high) in slots 0, 1
+            ends = torch.tensor([[low[r]], [high[r]]], dtype=x.dtype, device=x.device)
             bank[:2, r] = _count_below(x[r : r + 1], ends, scratch[:2, r : r + 1])[1][:, 0]
-        slot_a, slot_b = np.where(stale, 0, slot_a), np.where(stale, 1, slot_b)
+        low_slot, high_slot = np.where(stale, 0, low_slot), np.where(stale, 1, high_slot)
         idx = np.flatnonzero(gather)
-        thr[idx], cut[idx] = _rank_in_band(x, bank, drop, idx, a, b, slot_a[idx], slot_b[idx], ca[idx], band[idx])
+        thr[idx], cut[idx] = _rank_in_band(x, bank, drop, idx, low, high, low_slot[idx], high_slot[idx],
+                                           below_low[idx], band[idx])
     if fallback.any():
         idx = torch.from_numpy(np.flatnonzero(fallback)).to(x.device)
         thr[idx], cut[idx] = exact_threshold(x[idx], drop)
     if stats is not None:
-        for key, mask in (("separator", valid & (ca == drop)), ("gathered", gather), ("fallback", fallback),
+        for key, mask in (("separator", valid & (below_low == drop)), ("gathered", gather), ("fallback", fallback),
                           ("recounted", stale)):
             stats[key] = stats.get(key, 0) + int(mask.sum())
     return thr, cut
 
 
-def _rank_in_band(x, bank, drop: int, idx: np.ndarray, a, b, slot_a, slot_b, ca, band):
-    """Exact (thr, cut) for rows idx whose threshold is the (drop - ca)-th smallest of their tokens
-    in [a, b): the blocks holding such tokens are found from the block counts `bank`, gathered from x,
-    and the few members are ranked per row in NumPy (a sort over a few hundred values per row)."""
+def _rank_in_band(x, bank, drop: int, idx: np.ndarray, low, high, low_slot, high_slot, below_low, band):
+    """Exact (thr, cut) for rows idx whose threshold is the (drop - below_low)-th smallest of their
+    tokens in [low, high): the blocks holding such tokens are found from the block counts `bank`
+    (slots low_slot / high_slot), gathered from x, and the few members are ranked per row in NumPy
+    (a sort over a few hundred values per row)."""
     rows, vocab = x.shape
     counts = bank.cpu().numpy()
     per_row = counts.shape[2]
-    hit = np.flatnonzero((counts[slot_b, idx] - counts[slot_a, idx]) > 0)  # row-major: ascending positions
+    hit = np.flatnonzero((counts[high_slot, idx] - counts[low_slot, idx]) > 0)  # row-major: ascending positions
     hit_row, hit_block = hit // per_row, hit % per_row
     if vocab % _BLOCK:  # pad to whole blocks (a copy of x, for uncommon vocabularies)
         x = torch.nn.functional.pad(x, (0, _BLOCK - vocab % _BLOCK), value=math.inf)
     flat = torch.from_numpy(idx[hit_row] * per_row + hit_block).to(x.device)
     gathered = x.reshape(-1, _BLOCK).index_select(0, flat).cpu().numpy()  # [hits, _BLOCK]
-    member = np.flatnonzero((gathered >= a[idx][hit_row, None]) & (gathered < b[idx][hit_row, None]))
+    member = np.flatnonzero((gathered >= low[idx][hit_row, None]) & (gathered < high[idx][hit_row, None]))
     values = gathered.reshape(-1)[member]
     owner = hit_row[member // _BLOCK]
     positions = hit_block[member // _BLOCK] * _BLOCK + member % _BLOCK
@@ -201,7 +205,7 @@ def _rank_in_band(x, bank, drop: int, idx: np.ndarray, a, b, slot_a, slot_b, ca,
         raise RuntimeError("clamped_entropy: band members do not match their counts")
     start = np.cumsum(n) - n
     ordered = values[np.lexsort((values, owner))]  # by row, then by value
-    below = ca.astype(np.int64)
+    below = below_low.astype(np.int64)
     thr = ordered[start + drop - below]
     n_lt = below + np.bincount(owner, weights=values < thr[owner], minlength=len(idx)).astype(np.int64)
     n_le = below + np.bincount(owner, weights=values <= thr[owner], minlength=len(idx)).astype(np.int64)

@@ -5,9 +5,14 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from aent_cli.algos import aggregation, entropy, entropy_controls, kl, policy  # noqa: F401 - fill the registries
+from aent_cli.algos import aggregation, entropy_controls, kl, policy  # noqa: F401 - fill the registries
 from aent_cli.algos.aggregation import masked_mean
+from aent_cli.algos.policy import PolicyLossInput
 from aent_cli.algos.registry import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, lookup
+
+# algo.bonus -> the per-token entropy it weighs (its key in models.logprobs.response_token_stats);
+# "none" adds no bonus. The algo.bonus choices are "none" and these keys.
+BONUS_ENTROPY = {"full": "entropy", "clamped": "clamped_entropy"}
 
 
 def compute_loss(
@@ -36,12 +41,12 @@ def compute_loss(
         advantages = advantages.unsqueeze(-1).expand_as(logp)
     policy_fn = lookup(POLICY_LOSSES, algo.policy_loss, "policy loss")
     aggregate = lookup(AGGREGATIONS, algo.loss_agg, "loss aggregation")
-    per_token, stats = policy_fn(
+    per_token, stats = policy_fn(PolicyLossInput(
         logp, old_logp, advantages, mask,
         clip_eps_low=algo.clip_eps_low, clip_eps_high=algo.clip_eps_high,
         dual_clip_c=getattr(algo, "dual_clip_c", None),
         algo=algo, token_entropy=token_entropy,
-    )
+    ))
     loss = aggregate(per_token, mask, denom=denom, norm_length=norm_length)
     stats["pg_loss"] = loss.detach()
     if algo.bonus != "none":

@@ -7,7 +7,6 @@ ADVANTAGES: Dict[str, Callable] = {}
 POLICY_LOSSES: Dict[str, Callable] = {}
 AGGREGATIONS: Dict[str, Callable] = {}
 KL_ESTIMATORS: Dict[str, Callable] = {}
-ENTROPY_BONUSES: Dict[str, Callable] = {}
 
 
 def register(table: Dict[str, Callable], name: str) -> Callable[[Callable], Callable]:

@@ -1,5 +1,5 @@
 """trainer.backend=deepspeed: the optimiser step through a DeepSpeed engine (ZeRO stage 0-3, bf16,
-CPU offload of optimiser states), with the same methods as `distributed.TorchBackend`.
+CPU offload of optimiser states): engine/backend.py's TrainingBackend, like `torch_backend.TorchBackend`.
 
 The trainer keeps calling the Hugging Face module directly (log-probs apply the LM head in chunks),
 so two ZeRO-3 rules are kept here: every rank makes the same sequence of module calls (the number
@@ -17,7 +17,9 @@ from typing import Any, Dict
 
 import torch
 
-from aent_cli.engine.distributed import DistEnv, all_reduce_max, barrier, chunk_count, gather_objects
+from aent_cli.engine.backend import chunk_count
+from aent_cli.engine.collectives import all_reduce_max, barrier, gather_objects
+from aent_cli.engine.distributed import DistEnv
 from aent_cli.errors import UserError
 
 ZERO_DIR = "zero"  # checkpoints/zero/<tag>: DeepSpeed's own shards, next to the HF-format step dirs
@@ -126,6 +128,7 @@ class DeepSpeedBackend:
                  device: torch.device) -> None:
         self._ds = import_deepspeed(device)
         self.env, self.stage = env, int(trainer_cfg.zero_stage)
+        self.lockstep = self.stage == 3  # partitioned weights: every rank makes the same module calls
         os.environ.setdefault("LOCAL_RANK", str(env.local_rank))  # DeepSpeed asserts it; plain runs lack it
         self._ds.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
                                   auto_mpi_discovery=False, verbose=False)
@@ -163,9 +166,9 @@ class DeepSpeedBackend:
         below its root: start a new micro-step for ZeRO's gradient accumulation (without it ZeRO-3
         overwrites instead of adding micro-batch gradients) and, under ZeRO-3, reset the
         parameter-prefetch trace. Returns the LM-head chunks every rank must run: ZeRO-3 gathers
-        the head's weight at each chunk, so all ranks run as many; never 0 under ZeRO-3, which
-        also keeps response_token_stats on its module-call path (the shared-prefix path reads
-        weights directly, and they are partitioned here)."""
+        the head's weight at each chunk, so all ranks run as many (`lockstep` keeps
+        response_token_stats on module calls: the shared-prefix path reads weights directly, and
+        they are partitioned here)."""
         clear = getattr(self.engine.optimizer, "clear_backward_seen_flag", None)
         if callable(clear):
             clear()

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -20,16 +20,23 @@ from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.data.sources import load_problems
 from aent_cli.data.word_problems import SPEC as WORD_PROBLEMS, held_out_size as word_test_size, word_problems
 from aent_cli.engine.checkpoint import check_model_weights, load_trainer_state
-from aent_cli.engine.distributed import (LOCAL, DistEnv, SilentTracker, TorchBackend, broadcast_object,
-                                         check_divisible, detect_env, init_distributed, local_device, main_first,
+from aent_cli.engine.backend import TrainingBackend
+from aent_cli.engine.collectives import broadcast_object, main_first
+from aent_cli.engine.distributed import (LOCAL, DistEnv, check_divisible, detect_env, init_distributed, local_device,
                                          shutdown)
+from aent_cli.engine.silent_tracker import SilentTracker
+from aent_cli.engine.torch_backend import TorchBackend
 from aent_cli.errors import UserError
 from aent_cli.models.loading import load_policy, resolve_device
 from aent_cli.rewards import Grader
 from aent_cli.rollout import build_rollout
+from aent_cli.rollout.base import RolloutBackend
 from aent_cli.tracking import store
 from aent_cli.tracking.console import TrainConsole
 from aent_cli.tracking.train_run import TrainTracker
+
+if TYPE_CHECKING:  # transformers is imported when the model loads, not with this module
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -106,16 +113,16 @@ class TrainingSetup:
     val_problems: List[Problem]
     val_prompts: List[str]
     prompt_template: str
-    model: object
-    ref_model: Optional[object]
-    tokenizer: object
+    model: PreTrainedModel  # the trained policy (under DeepSpeed: the engine's module)
+    ref_model: Optional[PreTrainedModel]  # frozen copy for the KL term (algo.kl_coef > 0)
+    tokenizer: PreTrainedTokenizerBase
     optimizer: torch.optim.Optimizer
-    rollout: object
+    rollout: RolloutBackend
     grader: Grader
-    tracker: TrainTracker
+    tracker: Union[TrainTracker, SilentTracker]  # rank 0 records; the others hold a SilentTracker
     console: TrainConsole
     resume_checkpoint: Optional[Path]
-    backend: object = None  # the optimiser step: distributed.TorchBackend or deepspeed_backend.DeepSpeedBackend
+    backend: TrainingBackend  # the optimiser step: torch_backend.TorchBackend or deepspeed_backend.DeepSpeedBackend
     env: DistEnv = LOCAL  # this process's rank in a torchrun / deepspeed launch
     owns_process_group: bool = False
 

@@ -15,13 +15,13 @@ from omegaconf import DictConfig
 
 from aent_cli.algos.advantages import ADVANTAGES
 from aent_cli.algos.collapse import EntropyCollapseAlarm
-from aent_cli.algos.coef import build_coef
+from aent_cli.algos.coef import EntropyCoef, build_coef
 from aent_cli.algos.registry import lookup
 from aent_cli.data.prompts import render_prompt
-from aent_cli.engine.distributed import all_reduce_sum, shard, shard_uneven
+from aent_cli.engine.collectives import all_reduce_sum, shard, shard_uneven
 from aent_cli.engine.sampler import QuerySampler, take
 from aent_cli.engine.setup import RunContext, TrainingSetup
-from aent_cli.engine.update import measure, optimise
+from aent_cli.engine.update import StepBatch, UpdateSettings, measure, optimise
 from aent_cli.eval.runner import evaluate_problems
 from aent_cli.models.logprobs import pack_sequences
 from aent_cli.rollout import SamplingParams
@@ -59,7 +59,7 @@ def _val_accuracy(setup: TrainingSetup) -> float:
     return total / max(count, 1.0)
 
 
-def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> Dict[str, float]:
+def train_step(setup: TrainingSetup, coef: EntropyCoef, sampler: QuerySampler, step: int) -> Dict[str, float]:
     cfg, algo, tok = setup.cfg, setup.cfg.algo, setup.tokenizer
     started = time.perf_counter()
     problems = take(setup.train_problems, shard(sampler.next_batch(), setup.env))  # this rank's groups
@@ -74,20 +74,19 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
     completions = [c for g in generated for c in g.completions]
     answers = [p.answer for p in problems for _ in range(group)]
     updates_per_step = cfg.trainer.ppo_epochs * (cfg.trainer.batch_size // cfg.trainer.mini_batch_size)
-    micro = cfg.trainer.micro_batch_size
+    settings = UpdateSettings.from_config(cfg)
     old, ref_logp = None, None
     # grading (in the grader's processes) overlaps packing and the old / reference log-prob passes,
     # which need no reward; timing/reward_s is what the trainer then still waits for it
     with ThreadPoolExecutor(max_workers=1) as pool:
         grading = pool.submit(setup.grader.grade, [c.text for c in completions], answers)
         batch = pack_sequences([g.prompt_ids for g in generated for _ in g.completions],
-                               [c.token_ids for c in completions], tok.pad_token_id).to(setup.device)
+                               [c.token_ids for c in completions], tok.pad_token_id,
+                               group_index=[i for i, g in enumerate(generated) for _ in g.completions]).to(setup.device)
         if updates_per_step > 1:
-            old = measure(setup.model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk, micro,
-                          backend=setup.backend, micro_tokens=cfg.trainer.micro_batch_tokens)
+            old = measure(setup.model, batch, settings, algo.p, backend=setup.backend)
         if algo.kl_coef > 0:
-            ref_logp = measure(setup.ref_model, batch, cfg.rollout.temperature, algo.p, cfg.model.logit_chunk,
-                               micro, micro_tokens=cfg.trainer.micro_batch_tokens)["logp"]
+            ref_logp = measure(setup.ref_model, batch, settings, algo.p)["logp"]
         t_old = time.perf_counter()
         graded = grading.result()
     rewards = torch.tensor(graded.rewards, dtype=torch.float32)
@@ -95,13 +94,9 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
     advantages = advantages.to(setup.device)
     t_reward = time.perf_counter()
 
-    stats = optimise(
-        setup.model, setup.backend, algo, batch, advantages, old, ref_logp, coef.value,
-        temperature=cfg.rollout.temperature, chunk=cfg.model.logit_chunk, group_size=group,
-        mini_batch_queries=cfg.trainer.mini_batch_size, micro_batch_size=micro,
-        ppo_epochs=cfg.trainer.ppo_epochs, grad_clip=cfg.trainer.grad_clip,
-        max_response_length=cfg.rollout.max_new_tokens, micro_batch_tokens=cfg.trainer.micro_batch_tokens)
-    measured = stats.pop("_measured", None) or old
+    update = optimise(setup.model, setup.backend, algo, StepBatch(batch, advantages, old, ref_logp), coef.value,
+                      settings)
+    measured = update.measured or old
     if getattr(setup.rollout, "needs_weight_sync", False):  # an engine with its own copy (vllm)
         with setup.backend.generation_context():
             setup.rollout.sync_weights(setup.model)
@@ -116,7 +111,7 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
          graded.timeouts], setup.env)
     entropy, clamped = ent_sum / max(n_tokens, 1.0), clamped_sum / max(n_tokens, 1.0)
     lam_used = coef.value if algo.bonus != "none" else 0.0  # a preset may set coef.init for every algo
-    coef.update(clamped if getattr(coef, "tracked_entropy", "clamped") == "clamped" else entropy, step)
+    coef.update(clamped if coef.tracked_entropy == "clamped" else entropy, step)
     elapsed = time.perf_counter() - started
     metrics = {
         "reward/mean": reward_sum / n_completions,
@@ -135,7 +130,7 @@ def train_step(setup: TrainingSetup, coef, sampler: QuerySampler, step: int) -> 
         "timing/old_logp_s": t_old - t_rollout,
         "timing/update_s": t_update - t_reward,
     }
-    for key, value in stats.items():
+    for key, value in update.stats.items():
         metrics[f"actor/{key}"] = value
     return metrics
 

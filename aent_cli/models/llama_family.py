@@ -3,13 +3,14 @@
 The transformers modules spend most of a small model's forward in Python (module calls, mask and
 cache objects); these functions do the same arithmetic (RMSNorm in fp32, rotary embeddings from
 the model's own inverse frequencies, grouped-query SDPA, SwiGLU) with a few dozen tensor ops per
-layer. Two users: the rollout's lean sampling loop (`rollout/lean.py`) and `shared_prefix_hidden`,
-the training forward that computes each distinct prompt of a batch once for all its responses.
+layer, in one loop over the layers (`decoder_layers`). Two users: the rollout's lean sampling loop
+(`rollout/lean.py`) and `shared_prefix_hidden`, the training forward that computes each group's
+prompt once for all its responses.
 Models outside the family (`lean_supported` False) keep the transformers forward.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,40 @@ def mlp(layer, x: torch.Tensor) -> torch.Tensor:
     return F.linear(gated, m.down_proj.weight, m.down_proj.bias)
 
 
+def _plain_qkv(i: int, layer, x: torch.Tensor):
+    return qkv(layer.self_attn, x)
+
+
+def _plain_mlp(i: int, layer, x: torch.Tensor) -> torch.Tensor:
+    return mlp(layer, x)
+
+
+def decoder_layers(
+    model,
+    h: torch.Tensor,
+    rotary: Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]],
+    attention: Callable[[int, torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    project_qkv: Callable = _plain_qkv,
+    project_mlp: Callable = _plain_mlp,
+) -> torch.Tensor:
+    """The model's decoder layers on hidden states h [..., hidden] (before the final norm): per layer,
+    h += o_proj(attention(rotary(q, k), v)) on RMSNorm(h), then h += SwiGLU(RMSNorm(h)).
+
+    The callers differ only in how positions and keys are laid out, so those are arguments:
+    `rotary(q, k)` rotates q, k [..., heads, head_dim] by their positions; `attention(i, attn, q, k, v)`
+    returns layer i's attention output [..., heads * head_dim] (a KV cache in the rollout, packed
+    segments in training); `project_qkv(i, layer, x)` / `project_mlp(i, layer, x)` may use fused
+    weights. Used by `shared_prefix_hidden` and the rollout's `LeanDecoder`.
+    """
+    for i, layer in enumerate(model.model.layers):
+        attn = layer.self_attn
+        q, k, v = project_qkv(i, layer, rms_norm(h, layer.input_layernorm))
+        q, k = rotary(q, k)
+        h = h + F.linear(attention(i, attn, q, k, v), attn.o_proj.weight, attn.o_proj.bias)
+        h = h + project_mlp(i, layer, rms_norm(h, layer.post_attention_layernorm))
+    return h
+
+
 def _attention(attn, layout, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool) -> torch.Tensor:
     """Attention outputs [N, heads * head_dim] of the flat q [N, heads, d], k, v [N, kv_heads, d],
     one SDPA call per bucket of segments (see `packing`)."""
@@ -118,10 +153,8 @@ def shared_prefix_hidden(model, batch) -> Optional[torch.Tensor]:
     gqa = cfg.num_attention_heads != cfg.num_key_value_heads
 
     h = F.embedding(layout.token_ids, model.model.embed_tokens.weight)  # [N, hidden]
-    for layer in model.model.layers:
-        attn = layer.self_attn
-        q, k, v = qkv(attn, rms_norm(h, layer.input_layernorm))
-        q, k = q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin  # = rotate(); one op fewer
-        h = h + F.linear(_attention(attn, layout, q, k, v, gqa), attn.o_proj.weight, attn.o_proj.bias)
-        h = h + mlp(layer, rms_norm(h, layer.post_attention_layernorm))
+    h = decoder_layers(
+        model, h,
+        rotary=lambda q, k: (q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin),  # = rotate()
+        attention=lambda i, attn, q, k, v: _attention(attn, layout, q, k, v, gqa))
     return rms_norm(h.index_select(0, layout.scored), model.model.norm)

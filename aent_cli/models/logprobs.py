@@ -5,7 +5,7 @@ each chunk applies the LM head, reduces to per-token numbers, and is recomputed 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -29,29 +29,41 @@ class SequenceBatch:
     """Prompt + response token ids, right-padded, with the response positions marked.
 
     `responses[b, j]` is the j-th generated token of row b, predicted from position
-    `response_start[b] + j - 1` of `input_ids`.
+    `response_start[b] + j - 1` of `input_ids`. `group_index[b]` is the GRPO group of row b (verl's
+    `index`): rows of one group share their prompt, and the update keeps groups whole.
     """
     input_ids: torch.Tensor  # [B, L]
     attention_mask: torch.Tensor  # [B, L]
     responses: torch.Tensor  # [B, T]
     response_mask: torch.Tensor  # [B, T] (1 on generated tokens, EOS included)
     response_start: torch.Tensor  # [B]
+    group_index: torch.Tensor  # [B] int64
 
     def to(self, device) -> "SequenceBatch":
         return SequenceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.responses,
-                                                        self.response_mask, self.response_start)))
+                                                        self.response_mask, self.response_start, self.group_index)))
 
     def rows(self, index) -> "SequenceBatch":
         """A sub-batch, trimmed to its own longest sequence and response."""
         sub = SequenceBatch(self.input_ids[index], self.attention_mask[index], self.responses[index],
-                            self.response_mask[index], self.response_start[index])
+                            self.response_mask[index], self.response_start[index], self.group_index[index])
         width = int(sub.attention_mask.sum(-1).max())
         t_width = max(int(sub.response_mask.sum(-1).max()), 1)
         return SequenceBatch(sub.input_ids[:, :width], sub.attention_mask[:, :width],
-                             sub.responses[:, :t_width], sub.response_mask[:, :t_width], sub.response_start)
+                             sub.responses[:, :t_width], sub.response_mask[:, :t_width], sub.response_start,
+                             sub.group_index)
 
 
-def pack_sequences(prompt_ids: Sequence[List[int]], response_ids: Sequence[List[int]], pad_id: int) -> SequenceBatch:
+def pack_sequences(prompt_ids: Sequence[List[int]], response_ids: Sequence[List[int]], pad_id: int,
+                   group_index: Optional[Sequence[int]] = None) -> SequenceBatch:
+    """Rows of prompt + response ids, right-padded with `pad_id`. `group_index` (one int per row)
+    names each row's group; when None, rows with equal prompts form a group (for callers that hold
+    plain lists: the trainer passes the rollout's groups)."""
+    if group_index is None:
+        first: Dict[tuple, int] = {}
+        group_index = [first.setdefault(tuple(p), len(first)) for p in prompt_ids]
+    if len(group_index) != len(prompt_ids):
+        raise ValueError(f"{len(group_index)} group indices for {len(prompt_ids)} rows")
     lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
     width, t_width = max(lengths), max(max(len(r) for r in response_ids), 1)
     batch = len(prompt_ids)
@@ -67,7 +79,8 @@ def pack_sequences(prompt_ids: Sequence[List[int]], response_ids: Sequence[List[
             responses[b, :len(r)] = torch.tensor(r, dtype=torch.long)
             response_mask[b, :len(r)] = 1.0
     start = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
-    return SequenceBatch(input_ids, attention, responses, response_mask, start)
+    return SequenceBatch(input_ids, attention, responses, response_mask, start,
+                         torch.tensor(list(group_index), dtype=torch.long))
 
 
 def _chunk_stats(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor,
@@ -106,20 +119,23 @@ def response_token_stats(
     want_clamped: bool = True,
     chunk: int = 1024,
     min_chunks: int = 0,
+    lockstep: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """{"logp", "entropy", "clamped_entropy"}: [B, T] fp32 tensors on the response positions (0 elsewhere).
 
     Entropies are of softmax(logits / temperature), the distribution the rollout sampled from, with
     the clamped one at percentage p. When grad is enabled, logp and the entropies flagged by
     want_full / want_clamped are differentiable; the others are detached measurements.
-    `min_chunks` pads the loop with empty chunks: under DeepSpeed ZeRO-3 every rank must call the
-    LM head as often as the others (each call gathers its weight collectively).
-    Llama-family models compute each distinct prompt once (`llama_family.shared_prefix_hidden`).
+    `chunk` positions go through the LM head at a time (model.logit_chunk); `min_chunks` pads the
+    loop with empty chunks. `lockstep` (DeepSpeed ZeRO-3, engine/backend.py): every rank must make
+    the same module calls, so the forward runs through the model's modules (which gather partitioned
+    weights), always checkpointed per chunk, and `min_chunks` is the count all ranks agreed on.
+    Otherwise Llama-family models compute each distinct prompt once (`llama_family.shared_prefix_hidden`).
     """
     head = model.get_output_embeddings()
     bsz, t_width = batch.responses.shape
     valid = batch.response_mask.bool()
-    flat_hidden = shared_prefix_hidden(model, batch) if min_chunks == 0 else None
+    flat_hidden = None if lockstep else shared_prefix_hidden(model, batch)
     if flat_hidden is None:
         backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
         positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -133,8 +149,8 @@ def response_token_stats(
 
     outs = {k: [] for k in ("logp", "entropy", "clamped_entropy")}
     vocab = getattr(head, "out_features", None) or head.weight.shape[0]
-    # not under ZeRO-3 lockstep (min_chunks): there every rank must call the head equally often
-    small = min_chunks == 0 and flat_hidden.shape[0] * vocab <= _UNCHECKPOINTED_ELEMENTS
+    # not in lockstep: there every rank must call the head equally often, in backward too
+    small = not lockstep and flat_hidden.shape[0] * vocab <= _UNCHECKPOINTED_ELEMENTS
     use_checkpoint = torch.is_grad_enabled() and not small
     for start in range(0, max(flat_hidden.shape[0], min_chunks * chunk), chunk):
         measured: dict = {}

@@ -1,6 +1,6 @@
 """Where every token of a GRPO batch goes in the padding-free training forward.
 
-A batch of prompt + response rows, in which the rows of a group share one prompt, becomes one flat
+A batch of prompt + response rows, in which the rows of a group (`group_index`) share one prompt, becomes one flat
 sequence of N token positions with no padding: each distinct prompt once, then each row's response
 tokens that are inputs (all but its last: that one predicts nothing the loss scores). Linear layers,
 norms and the MLP run on that [N, hidden] tensor, so their cost is linear in real tokens however
@@ -51,11 +51,18 @@ class PackedLayout:
     buckets: List[Bucket]
 
 
-def distinct_prompts(input_ids: torch.Tensor, starts: List[int]) -> Tuple[List[List[int]], List[int]]:
-    """The distinct prompts (token lists) of a batch and, for each row, the index of its prompt."""
-    index: Dict[tuple, int] = {}
-    of_row = [index.setdefault(tuple(input_ids[b, :s].tolist()), len(index)) for b, s in enumerate(starts)]
-    return [list(key) for key in index], of_row
+def distinct_prompts(batch) -> Tuple[List[List[int]], List[int]]:
+    """The prompts (token lists) of a batch's groups (`batch.group_index`), in order of first
+    appearance, and for each row the ordinal of its group. Rows of a group share their prompt."""
+    starts = batch.response_start.tolist()
+    ordinal: Dict[int, int] = {}
+    of_row = [ordinal.setdefault(g, len(ordinal)) for g in batch.group_index.tolist()]
+    first_row: Dict[int, int] = {}
+    for b, k in enumerate(of_row):
+        first_row.setdefault(k, b)
+        if starts[b] != starts[first_row[k]]:
+            raise ValueError(f"rows {first_row[k]} and {b} share group {batch.group_index[b]} but not a prompt length")
+    return [batch.input_ids[first_row[k], :starts[first_row[k]]].tolist() for k in range(len(ordinal))], of_row
 
 
 def _buckets(segments: List[Tuple[int, int]]) -> List[List[int]]:
@@ -81,7 +88,7 @@ def pack_layout(batch) -> PackedLayout:
     device = batch.input_ids.device
     starts = batch.response_start.tolist()
     lengths = batch.response_mask.sum(-1).long().tolist()
-    prompts, of_row = distinct_prompts(batch.input_ids, starts)
+    prompts, of_row = distinct_prompts(batch)
     inputs = [max(n - 1, 0) for n in lengths]  # response tokens fed to the model, per row
     # segment s < len(prompts): prompt s; segment len(prompts) + b: the response inputs of row b
     sizes = [(len(p), len(p)) for p in prompts] + [(n, len(prompts[of_row[b]]) + n) for b, n in enumerate(inputs)]

@@ -25,7 +25,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from aent_cli.models.llama_family import lean_supported, mlp, qkv, rms_norm, rope_table, rotate
+from aent_cli.models.llama_family import decoder_layers, lean_supported, mlp, qkv, rms_norm, rope_table, rotate
 
 __all__ = ["LeanDecoder", "filter_logits", "lean_sample", "lean_supported"]
 
@@ -133,16 +133,16 @@ class LeanDecoder:
         h = F.embedding(ids, self.model.model.embed_tokens.weight)
         gqa = self.heads != self.kv_heads
         end = at + ids.shape[1]
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            q, k, v = self._qkv(i, layer, rms_norm(h, layer.input_layernorm))  # [B, S, heads, head_dim]
-            cache.k[i][:, :, at:end] = rotate(k, cos, sin).transpose(1, 2)
+
+        def attention(i: int, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            cache.k[i][:, :, at:end] = k.transpose(1, 2)  # q, k, v: [B, S, heads, head_dim]
             cache.v[i][:, :, at:end] = v.transpose(1, 2)
-            out = F.scaled_dot_product_attention(
-                rotate(q, cos, sin).transpose(1, 2), cache.k[i][:, :, :end], cache.v[i][:, :, :end],
-                attn_mask=mask, scale=attn.scaling, enable_gqa=gqa)
-            h = h + F.linear(out.transpose(1, 2).flatten(2), attn.o_proj.weight, attn.o_proj.bias)
-            h = h + self._mlp(i, layer, rms_norm(h, layer.post_attention_layernorm))
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), cache.k[i][:, :, :end], cache.v[i][:, :, :end],
+                                                 attn_mask=mask, scale=attn.scaling, enable_gqa=gqa)
+            return out.transpose(1, 2).flatten(2)
+
+        h = decoder_layers(self.model, h, lambda q, k: (rotate(q, cos, sin), rotate(k, cos, sin)), attention,
+                           self._qkv, self._mlp)
         last = rms_norm(h[:, -1], self.model.model.norm)
         return F.linear(last, self.head.weight, self.head.bias).to(torch.float32)
 
