@@ -20,7 +20,7 @@ from aent_cli.eval.recording import EvalRecorder, comparison_table, summary_tabl
 from aent_cli.eval.runner import BenchResult, evaluate_problems
 from aent_cli.eval.targets import ModelTarget, check_hub_model, looks_like_hub_id, resolve_model
 from aent_cli.rollout.base import SamplingParams
-from aent_cli.tracking import store, tables
+from aent_cli.tracking import store, tables, tags as tag
 
 
 @dataclass
@@ -101,7 +101,7 @@ def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, record
                 name = source.bench.name
                 problems = plan.problems[name]
                 template = resolve_template(prompt_template(cfg, source), tokenizer)
-                recorder.set_tags({f"aent.prompt_template.{name}": template})
+                recorder.set_tags({tag.PROMPT_TEMPLATE_PREFIX + name: template})
                 prompts = [render_prompt(p.problem, template, tokenizer) for p in problems]
                 with progress.bench(f"{target.label} · {name}", len(problems), cfg.eval.k, cfg.eval.max_new_tokens,
                                     cfg.eval.batch_size) as counter:

@@ -13,7 +13,7 @@ from aent_cli.sweep.ablations import Ablation
 from aent_cli.sweep.launch import LaunchOptions, describe, hydra_overrides, job_error, launch
 from aent_cli.sweep.spec import Job, SweepFile, expand_jobs, load_sweep_file
 from aent_cli.sweep.task import SweepTask
-from aent_cli.tracking import store
+from aent_cli.tracking import store, tags as tag
 
 
 @dataclass
@@ -129,10 +129,10 @@ def run_sweep(plan: SweepPlan, n_jobs: int = 1, quiet: Optional[bool] = None,
     run_name = runs.sweep_run_name(plan.name)
     options = LaunchOptions(plan.output_dir / run_name, n_jobs, plan.hydra_overrides)
     launcher = options.launcher_name()
-    tags = {"aent.sweep.name": plan.name, "aent.sweep.file": str(plan.sweep.path or ""),
-            "aent.sweep.launcher": launcher, "aent.sweep.overrides": " ".join(plan.job_overrides)}
+    tags = {tag.SWEEP_NAME: plan.name, tag.SWEEP_FILE: str(plan.sweep.path or ""),
+            tag.SWEEP_LAUNCHER: launcher, tag.SWEEP_OVERRIDES: " ".join(plan.job_overrides)}
     if plan.ablation:
-        tags["aent.ablation"] = plan.ablation.name
+        tags[tag.ABLATION] = plan.ablation.name
     parent = runs.start_parent(client, plan.experiment, run_name, plan.jobs, tags)
     parallel = launcher != "basic"
     threads = max(1, (os.cpu_count() or 1) // n_jobs) if launcher == "joblib" and n_jobs > 1 else 0
@@ -153,7 +153,7 @@ def run_sweep(plan: SweepPlan, n_jobs: int = 1, quiet: Optional[bool] = None,
     status = "KILLED" if interrupted else "FAILED"
     try:
         if launch_failure is not None:
-            store.set_tags(client, parent, {"aent.error": describe(launch_failure)})
+            store.set_tags(client, parent, {tag.ERROR: describe(launch_failure)})
         errors = {i: describe(err) for i, r in enumerate(returns) if (err := job_error(r)) is not None}
         runs.close_unfinished(client, parent, status)
         outcomes = summary.collect(client, runs.children(client, parent), plan.jobs, errors)
