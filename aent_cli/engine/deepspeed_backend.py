@@ -19,6 +19,7 @@ import torch
 
 from aent_cli.engine.distributed import DistEnv, all_reduce_max, barrier, chunk_count, gather_objects
 from aent_cli.errors import UserError
+from aent_cli.models.saving import save_model_dir
 
 ZERO_DIR = "zero"  # checkpoints/zero/<tag>: DeepSpeed's own shards, next to the HF-format step dirs
 
@@ -252,8 +253,6 @@ class DeepSpeedBackend:
             raise UserError(f"resume: DeepSpeed could not load {zero_root}/{tag}")
 
     def save_model(self, directory: Path, tokenizer) -> None:
-        from aent_cli.models.loading import save_model_dir
-
         with self._gathered():
             if self.env.is_main:
                 save_model_dir(HostCopy(self.model), tokenizer, directory)

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from aent_cli.errors import UserError
+from aent_cli.models.saving import save_model_dir
 
 
 @dataclass(frozen=True)
@@ -289,8 +290,6 @@ class TorchBackend:
 
     def save_model(self, directory: Path, tokenizer) -> None:
         if self.env.is_main:
-            from aent_cli.models.loading import save_model_dir
-
             save_model_dir(self.model, tokenizer, directory)  # save_pretrained would import DeepSpeed (~15 s)
         barrier(self.env)
 

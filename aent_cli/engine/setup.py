@@ -20,13 +20,16 @@ from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.data.sources import load_problems
 from aent_cli.data.word_problems import SPEC as WORD_PROBLEMS, held_out_size as word_test_size, word_problems
 from aent_cli.engine.checkpoint import check_model_weights, load_trainer_state
+from aent_cli.engine.deepspeed_backend import DeepSpeedBackend, require_deepspeed
 from aent_cli.engine.distributed import (LOCAL, DistEnv, SilentTracker, TorchBackend, broadcast_object,
                                          check_divisible, detect_env, init_distributed, local_device, main_first,
                                          shutdown)
+from aent_cli.engine.resume import check_store, choose_checkpoint, resumed_config
 from aent_cli.errors import UserError
 from aent_cli.models.loading import load_policy, resolve_device
 from aent_cli.rewards import Grader
 from aent_cli.rollout import build_rollout
+from aent_cli.rollout.vllm import require_vllm
 from aent_cli.tracking import store
 from aent_cli.tracking.console import TrainConsole
 from aent_cli.tracking.train_run import TrainTracker
@@ -72,7 +75,6 @@ def _resume(cfg: DictConfig, context: "RunContext", world_size: int) -> tuple[Di
     """(config, run dir, checkpoint, trainer state) of the run `trainer.resume` names: the checks of
     engine/resume.py, all before the model loads; the store is the one the run was recorded in."""
     from aent_cli.config import compose_config
-    from aent_cli.engine.resume import check_store, choose_checkpoint, resumed_config
 
     t = cfg.trainer
     notify = (lambda message: None) if context.quiet else (lambda message: print(message, file=sys.stderr))
@@ -88,12 +90,8 @@ def _resume(cfg: DictConfig, context: "RunContext", world_size: int) -> tuple[Di
 def _require_optional_backends(cfg: DictConfig) -> None:
     """DeepSpeed and vLLM are optional extras: a missing one is one line, before the model loads."""
     if cfg.trainer.backend == "deepspeed":
-        from aent_cli.engine.deepspeed_backend import require_deepspeed
-
         require_deepspeed()
     if cfg.rollout.backend == "vllm" and cfg.rollout.mode == "colocate":
-        from aent_cli.rollout.vllm import require_vllm
-
         require_vllm()
 
 
@@ -171,8 +169,6 @@ class TrainingSetup:
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
                                       fused=fused or None)
         if t.backend == "deepspeed":
-            from aent_cli.engine.deepspeed_backend import DeepSpeedBackend
-
             backend = DeepSpeedBackend(model, optimizer, t, env, device)
             optimizer = backend.optimizer
         else:

@@ -14,11 +14,14 @@ from typing import Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from aent_cli.data.problem import Problem
+from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.eval.benchmarks import BenchSource, benchmark_names, load_benchmark, resolve_source
 from aent_cli.eval.progress import EvalProgress
 from aent_cli.eval.recording import EvalRecorder, comparison_table, summary_table
 from aent_cli.eval.runner import BenchResult, evaluate_problems
 from aent_cli.eval.targets import ModelTarget, check_hub_model, looks_like_hub_id, resolve_model
+from aent_cli.rewards import EVAL_EXTRACTOR, Grader
+from aent_cli.rollout import build_rollout
 from aent_cli.rollout.base import SamplingParams
 from aent_cli.tracking import store, tables, tags as tag
 
@@ -86,10 +89,6 @@ def load_target(cfg: DictConfig):
 def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, recorder: EvalRecorder,
                     progress: Optional[EvalProgress] = None, loaded=None) -> Dict[str, BenchResult]:
     """Every benchmark on one target; `loaded` is its (model, tokenizer) when already loaded."""
-    from aent_cli.data.prompts import render_prompt, resolve_template
-    from aent_cli.rewards import EVAL_EXTRACTOR, Grader
-    from aent_cli.rollout import build_rollout
-
     progress = progress or EvalProgress(None)
     model, tokenizer = loaded or load_target(cfg)
     backend = build_rollout(cfg.rollout, model, tokenizer)

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from aent_cli.config import compose_config, validate
 from aent_cli.errors import ConfigError
 from aent_cli.sweep import runs, summary
 from aent_cli.sweep.ablations import Ablation
+from aent_cli.sweep.hydra_session import hydra_message, hydra_session
 from aent_cli.sweep.launch import LaunchOptions, describe, hydra_overrides, job_error, launch
 from aent_cli.sweep.spec import Job, SweepFile, expand_jobs, load_sweep_file
 from aent_cli.sweep.task import SweepTask
@@ -71,8 +73,6 @@ def absolute_uri(uri: str) -> str:
 
 
 def _validated(job: Job):
-    from aent_cli.config import compose_config, validate
-
     try:
         return validate(compose_config(job.overrides))
     except ConfigError as exc:
@@ -84,8 +84,6 @@ def check_launcher(hydra_items: Sequence[str], n_jobs: int) -> None:
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
-
-    from aent_cli.sweep.hydra_session import hydra_message, hydra_session
 
     options = LaunchOptions(Path("."), n_jobs, list(hydra_items))
     with hydra_session():
@@ -99,8 +97,6 @@ def check_launcher(hydra_items: Sequence[str], n_jobs: int) -> None:
 def plan_sweep(sweep_spec: Optional[str], overrides: Sequence[str] = (), ablation: Optional[Ablation] = None,
                n_jobs: int = 1) -> SweepPlan:
     """Expand and validate every job (a bad override names its job and fails here, before any run)."""
-    from aent_cli.sweep.hydra_session import hydra_session
-
     if n_jobs < 1:
         raise ConfigError(f"--jobs={n_jobs} is out of range: >= 1")
     sweep = load_sweep_file(sweep_spec) if sweep_spec else SweepFile(name="inline")

@@ -16,7 +16,9 @@ from typing import Dict, List, Optional
 
 from omegaconf import DictConfig, open_dict, read_write
 
+from aent_cli.config import validate
 from aent_cli.tracking import store, tags as tag
+
 _TAG_KEY = re.compile(r"[^/\w.\- :]")  # characters MLflow refuses in a tag key
 
 
@@ -72,7 +74,6 @@ class SweepTask:
     def __call__(self, cfg: DictConfig) -> Dict[str, object]:
         from hydra.core.hydra_config import HydraConfig
 
-        from aent_cli.config import validate
         from aent_cli.engine.setup import RunContext
         from aent_cli.engine.trainer import run_training
 
