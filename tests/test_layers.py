@@ -283,3 +283,12 @@ def test_a_tag_literal_outside_the_tags_module_is_caught():
                                     'F = f"tags.`mlflow.parentRunId` = 1"\nimport mlflow.entities\n'
                                     'HELP = "Record the run (aent.kind=report) in sqlite:///mlflow.db"\n', False)}
     assert tag_literals(sources) == ["aent_cli.sweep.x:2 'aent.kind'", "aent_cli.sweep.x:3 'tags.`mlflow.parentRunId` = 1'"]
+
+
+def test_the_readme_draws_the_same_layers():
+    """README "Architecture": the fenced block after "Imports point down these layers", one row per line
+    (the packages in its first 20 columns; indented lines continue the row above)."""
+    text = (ROOT.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("Imports point down these layers", 1)[1].split("```", 2)[1]
+    rows = [tuple(line[:20].split()) for line in block.splitlines() if line[:1].strip()]
+    assert tuple(rows) == LAYERS
