@@ -43,7 +43,7 @@ LAYER_OF["__main__"] = -1  # `python -m aent_cli`: above the CLI
 
 # Third-party packages whose import costs seconds or that are optional: an import inside a function is
 # justified only when it defers one of these.
-HEAVY = {"torch", "transformers", "tokenizers", "safetensors", "mlflow", "vllm", "deepspeed", "hydra", "matplotlib",
+HEAVY = {"torch", "transformers", "tokenizers", "mlflow", "vllm", "deepspeed", "hydra", "matplotlib",
          "datasets", "huggingface_hub", "math_verify", "sympy", "PIL", "numpy", "pandas", "scipy"}
 
 LAZY_PACKAGES = {"cli"}  # may import our own modules inside functions (see 2. above)

@@ -17,6 +17,8 @@ from typing import Any, Dict
 
 import torch
 
+from aent_cli.engine.checkpoint import (checkpoint_dir, load_trainer_state, restore_checkpoint, rng_tensors,
+                                        save_checkpoint, unsafe_load_reason, write_rank_rng)
 from aent_cli.engine.distributed import DistEnv, all_reduce_max, barrier, chunk_count, gather_objects
 from aent_cli.errors import UserError
 from aent_cli.models.saving import save_model_dir
@@ -95,8 +97,6 @@ def safe_zero_load(path: str, map_location=None):
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # pickle.UnpicklingError for a refused global; others for bad files
-            from aent_cli.engine.checkpoint import unsafe_load_reason
-
             raise UserError(f"resume: {path} cannot be loaded safely: {unsafe_load_reason(exc)}") from None
 
 
@@ -207,8 +207,6 @@ class DeepSpeedBackend:
     def save_checkpoint(self, run_dir: Path, step: int, tokenizer, state: Dict[str, Any], keep: int) -> Path:
         """ZeRO shards through DeepSpeed's API (every rank), then rank 0 commits the HF-format
         checkpoint whose trainer_state names the shards' tag; the `latest` pointer moves last."""
-        from aent_cli.engine.checkpoint import checkpoint_dir, rng_tensors, save_checkpoint, write_rank_rng
-
         zero_root = Path(run_dir) / "checkpoints" / ZERO_DIR
         tag = f"step_{step:06d}"
         self.engine.save_checkpoint(str(zero_root), tag=tag, save_latest=False)
@@ -229,8 +227,6 @@ class DeepSpeedBackend:
         return path
 
     def restore_checkpoint(self, ckpt: Path) -> Dict[str, Any]:
-        from aent_cli.engine.checkpoint import load_trainer_state, restore_checkpoint
-
         state = load_trainer_state(ckpt)
         tag = state.get("zero_tag")
         zero_root = Path(ckpt).parent / ZERO_DIR

@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from aent_cli.engine.checkpoint import checkpoint_dir, restore_checkpoint, rng_tensors, save_checkpoint, write_rank_rng
 from aent_cli.errors import UserError
 from aent_cli.models.saving import save_model_dir
 
@@ -272,8 +273,6 @@ class TorchBackend:
         return contextlib.nullcontext()
 
     def save_checkpoint(self, run_dir: Path, step: int, tokenizer, state: Dict[str, Any], keep: int) -> Path:
-        from aent_cli.engine.checkpoint import checkpoint_dir, rng_tensors, save_checkpoint, write_rank_rng
-
         rngs = gather_objects(rng_tensors(), self.env)
         path = checkpoint_dir(run_dir, step)
         if self.env.is_main:
@@ -284,8 +283,6 @@ class TorchBackend:
         return path
 
     def restore_checkpoint(self, ckpt: Path) -> Dict[str, Any]:
-        from aent_cli.engine.checkpoint import restore_checkpoint
-
         return restore_checkpoint(ckpt, self.model, self.optimizer, rank=self.env.rank)
 
     def save_model(self, directory: Path, tokenizer) -> None:

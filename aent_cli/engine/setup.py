@@ -74,7 +74,7 @@ def load_split(cfg: DictConfig, which: str) -> List[Problem]:
 def _resume(cfg: DictConfig, context: "RunContext", world_size: int) -> tuple[DictConfig, Path, Path, dict]:
     """(config, run dir, checkpoint, trainer state) of the run `trainer.resume` names: the checks of
     engine/resume.py, all before the model loads; the store is the one the run was recorded in."""
-    from aent_cli.config import compose_config
+    from aent_cli.config import compose_config  # Hydra, needed only to resume
 
     t = cfg.trainer
     notify = (lambda message: None) if context.quiet else (lambda message: print(message, file=sys.stderr))

@@ -77,7 +77,7 @@ def prompt_template(cfg: DictConfig, source: BenchSource) -> str:
 
 def load_target(cfg: DictConfig):
     """(model, tokenizer) for a target's config (`target_config`), on `trainer.threads` torch CPU threads."""
-    from aent_cli.models.loading import load_policy, resolve_device
+    from aent_cli.models.loading import load_policy, resolve_device  # torch: after the plan's checks
 
     if cfg.trainer.threads:  # torch CPU threads, as for `aent train`
         import torch

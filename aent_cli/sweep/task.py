@@ -74,6 +74,7 @@ class SweepTask:
     def __call__(self, cfg: DictConfig) -> Dict[str, object]:
         from hydra.core.hydra_config import HydraConfig
 
+        # torch and the engine load in the job, not when the sweep is planned
         from aent_cli.engine.setup import RunContext
         from aent_cli.engine.trainer import run_training
 
