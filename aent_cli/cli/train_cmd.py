@@ -19,6 +19,7 @@ def _shorthand(overrides: List[str]) -> List[str]:
 def train(overrides: Optional[List[str]]) -> None:
     overrides = _shorthand(list(overrides or []))
     cfg = load_config(overrides)
+    # torch and the engine load after the config is valid: a bad key fails in a second
     from aent_cli.engine.setup import RunContext
     from aent_cli.engine.trainer import run_training
 

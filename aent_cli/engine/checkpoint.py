@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from aent_cli.errors import UserError
-from aent_cli.models.loading import save_model_dir
+from aent_cli.models.saving import save_model_dir
 
 LATEST = "latest"
 

@@ -18,9 +18,12 @@ from typing import Any, Dict
 import torch
 
 from aent_cli.engine.backend import chunk_count
+from aent_cli.engine.checkpoint import (checkpoint_dir, load_trainer_state, restore_checkpoint, rng_tensors,
+                                        save_checkpoint, unsafe_load_reason, write_rank_rng)
 from aent_cli.engine.collectives import all_reduce_max, barrier, gather_objects
 from aent_cli.engine.distributed import DistEnv
 from aent_cli.errors import UserError
+from aent_cli.models.saving import save_model_dir
 
 ZERO_DIR = "zero"  # checkpoints/zero/<tag>: DeepSpeed's own shards, next to the HF-format step dirs
 
@@ -96,8 +99,6 @@ def safe_zero_load(path: str, map_location=None):
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # pickle.UnpicklingError for a refused global; others for bad files
-            from aent_cli.engine.checkpoint import unsafe_load_reason
-
             raise UserError(f"resume: {path} cannot be loaded safely: {unsafe_load_reason(exc)}") from None
 
 
@@ -209,8 +210,6 @@ class DeepSpeedBackend:
     def save_checkpoint(self, run_dir: Path, step: int, tokenizer, state: Dict[str, Any], keep: int) -> Path:
         """ZeRO shards through DeepSpeed's API (every rank), then rank 0 commits the HF-format
         checkpoint whose trainer_state names the shards' tag; the `latest` pointer moves last."""
-        from aent_cli.engine.checkpoint import checkpoint_dir, rng_tensors, save_checkpoint, write_rank_rng
-
         zero_root = Path(run_dir) / "checkpoints" / ZERO_DIR
         tag = f"step_{step:06d}"
         self.engine.save_checkpoint(str(zero_root), tag=tag, save_latest=False)
@@ -231,8 +230,6 @@ class DeepSpeedBackend:
         return path
 
     def restore_checkpoint(self, ckpt: Path) -> Dict[str, Any]:
-        from aent_cli.engine.checkpoint import load_trainer_state, restore_checkpoint
-
         state = load_trainer_state(ckpt)
         tag = state.get("zero_tag")
         zero_root = Path(ckpt).parent / ZERO_DIR
@@ -255,8 +252,6 @@ class DeepSpeedBackend:
             raise UserError(f"resume: DeepSpeed could not load {zero_root}/{tag}")
 
     def save_model(self, directory: Path, tokenizer) -> None:
-        from aent_cli.models.loading import save_model_dir
-
         with self._gathered():
             if self.env.is_main:
                 save_model_dir(HostCopy(self.model), tokenizer, directory)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aent_cli.engine.checkpoint import find_run_dir, step_checkpoints, verify_checkpoint
 from aent_cli.errors import UserError
+from aent_cli.tracking import store
 
 # Keys an override may change on resume. Everything else must equal the saved run's value.
 RESUME_ALLOWED = (
@@ -139,8 +140,6 @@ def _summary(refused: List[str], per_group: int = 3) -> str:
 def check_store(uri: str, run_id: str, resume: str) -> None:
     """UserError unless the MLflow store at `uri` exists and holds run `run_id` (no store is made)."""
     from mlflow.exceptions import MlflowException
-
-    from aent_cli.tracking import store
 
     hint = "pass tracking.uri=<the store the run was recorded in>"
     if not store.store_exists(uri):

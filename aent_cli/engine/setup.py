@@ -22,8 +22,10 @@ from aent_cli.data.word_problems import SPEC as WORD_PROBLEMS, held_out_size as 
 from aent_cli.engine.checkpoint import check_model_weights, load_trainer_state
 from aent_cli.engine.backend import TrainingBackend
 from aent_cli.engine.collectives import broadcast_object, main_first
+from aent_cli.engine.deepspeed_backend import DeepSpeedBackend, require_deepspeed
 from aent_cli.engine.distributed import (LOCAL, DistEnv, check_divisible, detect_env, init_distributed, local_device,
                                          shutdown)
+from aent_cli.engine.resume import check_store, choose_checkpoint, resumed_config
 from aent_cli.engine.silent_tracker import SilentTracker
 from aent_cli.engine.torch_backend import TorchBackend
 from aent_cli.errors import UserError
@@ -31,6 +33,7 @@ from aent_cli.models.loading import load_policy, resolve_device
 from aent_cli.rewards import Grader
 from aent_cli.rollout import build_rollout
 from aent_cli.rollout.base import RolloutBackend
+from aent_cli.rollout.vllm import require_vllm
 from aent_cli.tracking import store
 from aent_cli.tracking.console import TrainConsole
 from aent_cli.tracking.train_run import TrainTracker
@@ -78,8 +81,7 @@ def load_split(cfg: DictConfig, which: str) -> List[Problem]:
 def _resume(cfg: DictConfig, context: "RunContext", world_size: int) -> tuple[DictConfig, Path, Path, dict]:
     """(config, run dir, checkpoint, trainer state) of the run `trainer.resume` names: the checks of
     engine/resume.py, all before the model loads; the store is the one the run was recorded in."""
-    from aent_cli.config import compose_config
-    from aent_cli.engine.resume import check_store, choose_checkpoint, resumed_config
+    from aent_cli.config import compose_config  # Hydra, needed only to resume
 
     t = cfg.trainer
     notify = (lambda message: None) if context.quiet else (lambda message: print(message, file=sys.stderr))
@@ -95,12 +97,8 @@ def _resume(cfg: DictConfig, context: "RunContext", world_size: int) -> tuple[Di
 def _require_optional_backends(cfg: DictConfig) -> None:
     """DeepSpeed and vLLM are optional extras: a missing one is one line, before the model loads."""
     if cfg.trainer.backend == "deepspeed":
-        from aent_cli.engine.deepspeed_backend import require_deepspeed
-
         require_deepspeed()
     if cfg.rollout.backend == "vllm" and cfg.rollout.mode == "colocate":
-        from aent_cli.rollout.vllm import require_vllm
-
         require_vllm()
 
 
@@ -178,8 +176,6 @@ class TrainingSetup:
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
                                       fused=fused or None)
         if t.backend == "deepspeed":
-            from aent_cli.engine.deepspeed_backend import DeepSpeedBackend
-
             backend = DeepSpeedBackend(model, optimizer, t, env, device)
             optimizer = backend.optimizer
         else:

@@ -12,8 +12,10 @@ from typing import Any, Dict
 import torch
 import torch.distributed as dist
 
+from aent_cli.engine.checkpoint import checkpoint_dir, restore_checkpoint, rng_tensors, save_checkpoint, write_rank_rng
 from aent_cli.engine.collectives import all_reduce_gradients, barrier, gather_objects
 from aent_cli.engine.distributed import LOCAL, DistEnv
+from aent_cli.models.saving import save_model_dir
 
 
 class TorchBackend:
@@ -50,8 +52,6 @@ class TorchBackend:
         return contextlib.nullcontext()
 
     def save_checkpoint(self, run_dir: Path, step: int, tokenizer, state: Dict[str, Any], keep: int) -> Path:
-        from aent_cli.engine.checkpoint import checkpoint_dir, rng_tensors, save_checkpoint, write_rank_rng
-
         rngs = gather_objects(rng_tensors(), self.env)
         path = checkpoint_dir(run_dir, step)
         if self.env.is_main:
@@ -62,14 +62,10 @@ class TorchBackend:
         return path
 
     def restore_checkpoint(self, ckpt: Path) -> Dict[str, Any]:
-        from aent_cli.engine.checkpoint import restore_checkpoint
-
         return restore_checkpoint(ckpt, self.model, self.optimizer, rank=self.env.rank)
 
     def save_model(self, directory: Path, tokenizer) -> None:
         if self.env.is_main:
-            from aent_cli.models.loading import save_model_dir
-
             save_model_dir(self.model, tokenizer, directory)  # save_pretrained would import DeepSpeed (~15 s)
         barrier(self.env)
 

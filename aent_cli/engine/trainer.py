@@ -25,6 +25,7 @@ from aent_cli.engine.update import StepBatch, UpdateSettings, measure, optimise
 from aent_cli.eval.runner import evaluate_problems
 from aent_cli.models.logprobs import pack_sequences
 from aent_cli.rollout import SamplingParams
+from aent_cli.tracking.tags import ENTROPY_COLLAPSE_STEP
 
 VAL_SEED = 1234
 
@@ -185,7 +186,7 @@ def _loop(setup: TrainingSetup) -> TrainResult:
                 metrics["actor/entropy_collapse"] = collapse
             if alarm.just_tripped(step):
                 setup.console.entropy_collapse(step, collapse, t.entropy_collapse_fraction)
-                setup.tracker.set_tags({"aent.entropy_collapse_step": str(step)})
+                setup.tracker.set_tags({ENTROPY_COLLAPSE_STEP: str(step)})
             if setup.val_problems and t.val_every and (step % t.val_every == 0 or step == t.steps):
                 metrics["val/acc"] = _val_accuracy(setup)
                 result.val[step] = metrics["val/acc"]

@@ -2,7 +2,8 @@
 
 Each benchmark reads from a local JSONL file (`<eval.data_dir>/<file>`, the default; the repo's
 shared/data/benchmarks has all six) or, for users online, from its Hugging Face `datasets` id. A
-source is chosen per benchmark with `--bench name=PATH_OR_HUB_ID` or `--bench name=hub`.
+source is chosen per benchmark with `--bench name=PATH_OR_HUB_ID` or `--bench name=hub`. The registry
+itself (names, titles, files, hub ids) is plain data in `data/benchmarks.py`.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from aent_cli.data.benchmarks import BENCHMARKS, Benchmark
 from aent_cli.data.problem import Problem
 from aent_cli.data.sources import load_problems, looks_like_hub_id
 from aent_cli.errors import UserError
@@ -18,34 +20,6 @@ from aent_cli.errors import UserError
 class BenchmarkError(UserError):
     """An unknown benchmark name or a benchmark source that does not exist."""
 
-
-@dataclass(frozen=True)
-class Benchmark:
-    name: str
-    title: str  # column header in tables (the paper's spelling)
-    file: str  # default file name under eval.data_dir
-    hub_id: str  # Hugging Face datasets id for `--bench name=hub`
-    hub_split: str
-    hub_problem_field: str
-    # A hub row without this field takes the last \boxed{} of its `solution` (MATH-Hard on the hub).
-    hub_answer_field: str
-    # A fixed prompt template for this benchmark; `auto` defers to model.prompt_template (all six do).
-    template: str = "auto"
-    size: Optional[int] = None  # rows in the shared JSONL file (checked by the tests)
-
-
-# Order = the paper's Table 1 columns.
-BENCHMARKS: Dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("math_hard", "MATH-Hard", "math_hard.jsonl", "lighteval/MATH-Hard", "test", "problem", "answer",
-              size=1324),
-    Benchmark("math500", "MATH-500", "math500.jsonl", "HuggingFaceH4/MATH-500", "test", "problem", "answer",
-              size=500),
-    Benchmark("aime24", "AIME24", "aime24.jsonl", "HuggingFaceH4/aime_2024", "train", "problem", "answer", size=30),
-    Benchmark("minerva", "Minerva", "minerva.jsonl", "math-ai/minervamath", "test", "question", "answer", size=272),
-    Benchmark("olympiadbench", "Olympiad", "olympiadbench.jsonl", "math-ai/olympiadbench", "test", "question",
-              "final_answer", size=675),
-    Benchmark("amc23", "AMC", "amc23.jsonl", "math-ai/amc23", "test", "question", "answer", size=40),
-]}
 
 ALL = "all"
 

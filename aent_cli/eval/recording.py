@@ -6,11 +6,11 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
-from aent_cli.eval.benchmarks import BENCHMARKS
+from aent_cli.data.benchmarks import BENCHMARKS
 from aent_cli.eval.runner import BenchResult
 from aent_cli.eval.scores import score_names
 from aent_cli.eval.targets import ModelTarget
-from aent_cli.tracking import store, tables
+from aent_cli.tracking import store, tables, tags as tag
 
 # Short headers so the terminal table fits 80 columns: problems, grading timeouts / errors,
 # fraction of samples cut at max_new_tokens, mean response length in tokens, generation tokens/s.
@@ -39,11 +39,11 @@ class EvalRecorder:
     def __init__(self, client, experiment: str, target: ModelTarget, params: Dict[str, str]):
         self.client = client
         self.target = target
-        tags = {"aent.kind": "eval", "aent.model": target.label, "aent.model_path": target.path,
-                "aent.model_ref": target.ref}
+        tags = {tag.KIND: tag.KIND_EVAL, tag.MODEL: target.label, tag.MODEL_PATH: target.path,
+                tag.MODEL_REF: target.ref}
         if target.source_run_id:
-            tags.update({"aent.source_run_id": target.source_run_id, "aent.checkpoint": target.checkpoint,
-                         "aent.checkpoint_step": "" if target.step is None else str(target.step)})
+            tags.update({tag.SOURCE_RUN_ID: target.source_run_id, tag.CHECKPOINT: target.checkpoint,
+                         tag.CHECKPOINT_STEP: "" if target.step is None else str(target.step)})
         run = client.create_run(store.experiment_id(client, experiment), run_name=f"eval-{target.label}", tags=tags)
         self.run_id = run.info.run_id
         store.log_params(client, self.run_id, params)

@@ -14,13 +14,16 @@ from typing import Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from aent_cli.data.problem import Problem
+from aent_cli.data.prompts import render_prompt, resolve_template
 from aent_cli.eval.benchmarks import BenchSource, benchmark_names, load_benchmark, resolve_source
 from aent_cli.eval.progress import EvalProgress
 from aent_cli.eval.recording import EvalRecorder, comparison_table, summary_table
 from aent_cli.eval.runner import BenchResult, evaluate_problems
 from aent_cli.eval.targets import ModelTarget, check_hub_model, looks_like_hub_id, resolve_model
+from aent_cli.rewards import EVAL_EXTRACTOR, Grader
+from aent_cli.rollout import build_rollout
 from aent_cli.rollout.base import SamplingParams
-from aent_cli.tracking import store, tables
+from aent_cli.tracking import store, tables, tags as tag
 
 
 @dataclass
@@ -74,7 +77,7 @@ def prompt_template(cfg: DictConfig, source: BenchSource) -> str:
 
 def load_target(cfg: DictConfig):
     """(model, tokenizer) for a target's config (`target_config`), on `trainer.threads` torch CPU threads."""
-    from aent_cli.models.loading import load_policy, resolve_device
+    from aent_cli.models.loading import load_policy, resolve_device  # torch: after the plan's checks
 
     if cfg.trainer.threads:  # torch CPU threads, as for `aent train`
         import torch
@@ -86,10 +89,6 @@ def load_target(cfg: DictConfig):
 def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, recorder: EvalRecorder,
                     progress: Optional[EvalProgress] = None, loaded=None) -> Dict[str, BenchResult]:
     """Every benchmark on one target; `loaded` is its (model, tokenizer) when already loaded."""
-    from aent_cli.data.prompts import render_prompt, resolve_template
-    from aent_cli.rewards import EVAL_EXTRACTOR, Grader
-    from aent_cli.rollout import build_rollout
-
     progress = progress or EvalProgress(None)
     model, tokenizer = loaded or load_target(cfg)
     backend = build_rollout(cfg.rollout, model, tokenizer)
@@ -101,7 +100,7 @@ def evaluate_target(cfg: DictConfig, plan: EvalPlan, target: ModelTarget, record
                 name = source.bench.name
                 problems = plan.problems[name]
                 template = resolve_template(prompt_template(cfg, source), tokenizer)
-                recorder.set_tags({f"aent.prompt_template.{name}": template})
+                recorder.set_tags({tag.PROMPT_TEMPLATE_PREFIX + name: template})
                 prompts = [render_prompt(p.problem, template, tokenizer) for p in problems]
                 with progress.bench(f"{target.label} · {name}", len(problems), cfg.eval.k, cfg.eval.max_new_tokens,
                                     cfg.eval.batch_size) as counter:

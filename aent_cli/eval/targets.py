@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from aent_cli.errors import UserError
+from aent_cli.tracking import store, tags as tag
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -116,8 +117,8 @@ def _run_id_by_dir(run_dir: Path, client_factory: Callable[[], object]) -> Optio
     """The training run whose `aent.run_dir` tag is this folder, in any experiment of the store."""
     try:
         client = client_factory()
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(experiments, f"tags.\"aent.run_dir\" = '{run_dir.resolve()}'", max_results=1)
+        runs = client.search_runs(store.experiment_ids(client), f"tags.`{tag.RUN_DIR}` = '{run_dir.resolve()}'",
+                                  max_results=1)
     except Exception:  # no store, or an unreadable one: the eval still runs, unlinked
         return None
     return runs[0].info.run_id if runs else None
@@ -250,9 +251,9 @@ def _resolve_run(run_id: str, choice: str, client, run_dir: Optional[Path] = Non
         run = client.get_run(run_id)
     except MlflowException:
         raise ModelRefError(f"--model {run_id}: unknown MLflow run id in store {client.tracking_uri}") from None
-    run_dir = run_dir or run.data.tags.get("aent.run_dir")
+    run_dir = run_dir or run.data.tags.get(tag.RUN_DIR)
     if not run_dir:
-        raise ModelRefError(f"--model {run_id}: run has no aent.run_dir tag (not an aent training run)")
+        raise ModelRefError(f"--model {run_id}: run has no {tag.RUN_DIR} tag (not an aent training run)")
     if not Path(run_dir).is_dir():
         raise ModelRefError(f"--model {run_id}: its output folder {run_dir} does not exist on this machine")
     history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val/acc"))

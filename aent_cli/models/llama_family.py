@@ -14,6 +14,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from aent_cli.models.packing import pack_layout
 
 _ARCHITECTURES = ("Qwen2ForCausalLM", "LlamaForCausalLM")
 _STATIC_ROPE = (None, "default", "linear", "llama3", "yarn")  # inv_freq fixed at init (not dynamic)
@@ -137,8 +138,6 @@ def shared_prefix_hidden(model, batch) -> Optional[torch.Tensor]:
     final norm runs only where a response token is predicted. Gradients reach the shared prompt
     computation from every response that attends to it.
     """
-    from aent_cli.models.packing import pack_layout
-
     cfg = model.config
     starts = batch.response_start.tolist()
     if (not lean_supported(model) or _checkpointing(model) or batch.responses.shape[1] < 2

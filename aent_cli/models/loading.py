@@ -9,6 +9,7 @@ from typing import Tuple
 import torch
 
 from aent_cli.errors import UserError
+from aent_cli.models.tiny import ensure_tiny_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -38,8 +39,6 @@ def resolve_model_path(model_cfg, progress_factory=None) -> str:
     """A directory or hub id to load; `tiny` builds (or finds cached) the embedded model."""
     path = str(model_cfg.path)
     if path == "tiny":
-        from aent_cli.models.tiny import ensure_tiny_model
-
         return str(ensure_tiny_model(model_cfg.tiny_warmstart_steps, model_cfg.tiny_seed, progress_factory))
     local = Path(path).expanduser()
     if local.exists():
@@ -88,20 +87,3 @@ def load_policy(model_cfg, device: torch.device | str = "cpu", progress_factory=
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     return model.to(device), tokenizer
-
-
-def save_model_dir(model, tokenizer, path) -> None:
-    """An ordinary Hugging Face model directory (config, safetensors weights, tokenizer).
-
-    Written without `save_pretrained`, which imports DeepSpeed when it is installed (~15 s per save
-    on CPU); `save_model` de-duplicates tied weights the way from_pretrained expects.
-    """
-    from safetensors.torch import save_model
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(path)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(path)
-    save_model(model, str(path / "model.safetensors"), metadata={"format": "pt"})
-    tokenizer.save_pretrained(path)

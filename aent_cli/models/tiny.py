@@ -21,6 +21,7 @@ import torch
 
 from aent_cli.cache import cache_root
 from aent_cli.data.arithmetic import TASK_VERSION, arithmetic_problems, direct_response, worked_response
+from aent_cli.models.saving import save_model_dir
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 VOCAB_SIZE = 2048  # BPE on the task's own text: digits stay single tokens, words and syntax merge
@@ -135,8 +136,6 @@ def ensure_tiny_model(steps: int, seed: int, progress_factory=None) -> Path:
     Written to a temporary folder and renamed into place, so an interrupted warm start never leaves
     a half-written model behind and concurrent runs agree on the result.
     """
-    from aent_cli.models.loading import save_model_dir
-
     rec = recipe(steps, seed)
     target = cache_root() / f"tiny-{recipe_key(rec)}"
     if (target / "recipe.json").is_file():

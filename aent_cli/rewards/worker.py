@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     _die_with_parent()
     _set_limit(resource.RLIMIT_AS, _MEMORY_LIMIT)
     try:
-        from aent_cli.rewards.equivalence import is_equivalent
+        from aent_cli.rewards.equivalence import is_equivalent  # math-verify, in the worker process only
 
         is_equivalent("\\frac{1}{2}", "0.5")  # warm the parser so the first task is not slower
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it

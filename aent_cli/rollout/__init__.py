@@ -7,11 +7,11 @@ __all__ = ["Completion", "PromptCompletions", "RolloutBackend", "SamplingParams"
 def build_rollout(cfg, model, tokenizer) -> RolloutBackend:
     """The backend `cfg.backend` names (cfg = the `rollout` config section)."""
     if cfg.backend == "hf":
-        from aent_cli.rollout.hf import HFRollout
+        from aent_cli.rollout.hf import HFRollout  # transformers, only when building this backend
 
         return HFRollout(model, tokenizer)
     if cfg.backend == "vllm":
-        from aent_cli.rollout.vllm import VLLMRollout
+        from aent_cli.rollout.vllm import VLLMRollout  # the optional vLLM extra
 
         return VLLMRollout(cfg, model, tokenizer)
     raise ValueError(f"unknown rollout backend {cfg.backend!r}")

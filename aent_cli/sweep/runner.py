@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from aent_cli.config import compose_config, validate
 from aent_cli.errors import ConfigError
 from aent_cli.sweep import runs, summary
 from aent_cli.sweep.ablations import Ablation
+from aent_cli.sweep.hydra_session import hydra_message, hydra_session
 from aent_cli.sweep.launch import LaunchOptions, describe, hydra_overrides, job_error, launch
 from aent_cli.sweep.spec import Job, SweepFile, expand_jobs, load_sweep_file
 from aent_cli.sweep.task import SweepTask
-from aent_cli.tracking import store
+from aent_cli.tracking import store, tags as tag
 
 
 @dataclass
@@ -71,8 +73,6 @@ def absolute_uri(uri: str) -> str:
 
 
 def _validated(job: Job):
-    from aent_cli.config import compose_config, validate
-
     try:
         return validate(compose_config(job.overrides))
     except ConfigError as exc:
@@ -84,8 +84,6 @@ def check_launcher(hydra_items: Sequence[str], n_jobs: int) -> None:
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
-
-    from aent_cli.sweep.hydra_session import hydra_message, hydra_session
 
     options = LaunchOptions(Path("."), n_jobs, list(hydra_items))
     with hydra_session():
@@ -99,8 +97,6 @@ def check_launcher(hydra_items: Sequence[str], n_jobs: int) -> None:
 def plan_sweep(sweep_spec: Optional[str], overrides: Sequence[str] = (), ablation: Optional[Ablation] = None,
                n_jobs: int = 1) -> SweepPlan:
     """Expand and validate every job (a bad override names its job and fails here, before any run)."""
-    from aent_cli.sweep.hydra_session import hydra_session
-
     if n_jobs < 1:
         raise ConfigError(f"--jobs={n_jobs} is out of range: >= 1")
     sweep = load_sweep_file(sweep_spec) if sweep_spec else SweepFile(name="inline")
@@ -129,10 +125,10 @@ def run_sweep(plan: SweepPlan, n_jobs: int = 1, quiet: Optional[bool] = None,
     run_name = runs.sweep_run_name(plan.name)
     options = LaunchOptions(plan.output_dir / run_name, n_jobs, plan.hydra_overrides)
     launcher = options.launcher_name()
-    tags = {"aent.sweep.name": plan.name, "aent.sweep.file": str(plan.sweep.path or ""),
-            "aent.sweep.launcher": launcher, "aent.sweep.overrides": " ".join(plan.job_overrides)}
+    tags = {tag.SWEEP_NAME: plan.name, tag.SWEEP_FILE: str(plan.sweep.path or ""),
+            tag.SWEEP_LAUNCHER: launcher, tag.SWEEP_OVERRIDES: " ".join(plan.job_overrides)}
     if plan.ablation:
-        tags["aent.ablation"] = plan.ablation.name
+        tags[tag.ABLATION] = plan.ablation.name
     parent = runs.start_parent(client, plan.experiment, run_name, plan.jobs, tags)
     parallel = launcher != "basic"
     threads = max(1, (os.cpu_count() or 1) // n_jobs) if launcher == "joblib" and n_jobs > 1 else 0
@@ -153,7 +149,7 @@ def run_sweep(plan: SweepPlan, n_jobs: int = 1, quiet: Optional[bool] = None,
     status = "KILLED" if interrupted else "FAILED"
     try:
         if launch_failure is not None:
-            store.set_tags(client, parent, {"aent.error": describe(launch_failure)})
+            store.set_tags(client, parent, {tag.ERROR: describe(launch_failure)})
         errors = {i: describe(err) for i, r in enumerate(returns) if (err := job_error(r)) is not None}
         runs.close_unfinished(client, parent, status)
         outcomes = summary.collect(client, runs.children(client, parent), plan.jobs, errors)

@@ -8,10 +8,8 @@ import time
 from typing import Dict, List, Mapping, Sequence
 
 from aent_cli.sweep.spec import Job
-from aent_cli.sweep.task import JOB_TAG, PARENT_TAG
-from aent_cli.tracking import store
+from aent_cli.tracking import store, tags as tag
 
-KIND_TAG = "aent.kind"
 UNFINISHED = ("RUNNING", "SCHEDULED")
 
 
@@ -22,7 +20,7 @@ def sweep_run_name(name: str) -> str:
 def start_parent(client, experiment: str, run_name: str, jobs: Sequence[Job], tags: Mapping[str, str]) -> str:
     """Create the parent run (aent.kind=sweep) with the job list as an artifact; returns its id."""
     exp = store.experiment_id(client, experiment)
-    run = client.create_run(exp, run_name=run_name, tags={KIND_TAG: "sweep", "aent.sweep.jobs": str(len(jobs)),
+    run = client.create_run(exp, run_name=run_name, tags={tag.KIND: tag.KIND_SWEEP, tag.SWEEP_JOBS: str(len(jobs)),
                                                            **{k: str(v)[:5000] for k, v in tags.items()}})
     run_id = run.info.run_id
     store.log_params(client, run_id, {"sweep.n_jobs": str(len(jobs))})
@@ -35,17 +33,12 @@ def children(client, parent_run_id: str) -> Dict[int, object]:
     """{job index: child run}; with several runs for one index (should not happen) the newest wins."""
     parent = client.get_run(parent_run_id)
     out: Dict[int, object] = {}
-    token = None
-    while True:
-        page = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                                  max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
-        for run in page:
-            index = run.data.tags.get(JOB_TAG)
-            if index is not None and index.isdigit():
-                out[int(index)] = run
-        token = page.token
-        if not token:
-            return out
+    for run in store.search_runs(client, [parent.info.experiment_id], f"tags.`{tag.PARENT_RUN_ID}` = '{parent_run_id}'",
+                                 order_by=["attributes.start_time ASC"]):
+        index = run.data.tags.get(tag.SWEEP_JOB)
+        if index is not None and index.isdigit():
+            out[int(index)] = run
+    return out
 
 
 def close_unfinished(client, parent_run_id: str, status: str) -> List[str]:

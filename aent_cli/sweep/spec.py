@@ -29,6 +29,7 @@ import yaml
 
 from aent_cli.config.compose import project_path
 from aent_cli.errors import ConfigError
+from aent_cli.sweep.hydra_session import hydra_message
 
 _FILE_KEYS = {"overrides", "hydra", "jobs"}
 
@@ -136,8 +137,6 @@ def load_sweep_file(spec: str) -> SweepFile:
 def _parse(parser, items: Sequence[str], where: str):
     from hydra.errors import HydraException
 
-    from aent_cli.sweep.hydra_session import hydra_message
-
     try:
         return parser.parse_overrides(list(items))
     except HydraException as exc:
@@ -149,8 +148,6 @@ def _product(parsed) -> List[List[str]]:
     override of the same key replaces an earlier one."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.errors import HydraException
-
-    from aent_cli.sweep.hydra_session import hydra_message
 
     try:
         return BasicSweeper.split_arguments(list(parsed), None)[0]

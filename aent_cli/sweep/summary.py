@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from aent_cli.sweep.spec import Job
-from aent_cli.sweep.task import ERROR_TAG
-from aent_cli.tracking import figures, store, tables
+from aent_cli.tracking import figures, store, tables, tags as tag
 
 VAL, TRAIN_ACC = "val/acc", "acc/train"
 ENTROPY, CLAMPED, COEF, LENGTH = "actor/entropy", "actor/clamped_entropy", "actor/entropy_coef", "response_length/mean"
@@ -63,7 +62,7 @@ def collect(client, children: Mapping[int, object], jobs: Sequence[Job], errors:
             out.append(JobOutcome(job, "FAILED" if job.index in errors else NOT_RUN, error=errors.get(job.index)))
             continue
         run_id = run.info.run_id
-        out.append(JobOutcome(job, run.info.status, run_id, run.data.tags.get(ERROR_TAG) or errors.get(job.index),
+        out.append(JobOutcome(job, run.info.status, run_id, run.data.tags.get(tag.ERROR) or errors.get(job.index),
                               dict(run.data.params), store.metric_history(client, run_id, HISTORY_KEYS)))
     return out
 

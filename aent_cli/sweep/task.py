@@ -16,22 +16,19 @@ from typing import Dict, List, Optional
 
 from omegaconf import DictConfig, open_dict, read_write
 
-from aent_cli.tracking import store
+from aent_cli.config import validate
+from aent_cli.tracking import store, tags as tag
 
-JOB_TAG, LABEL_TAG, OVERRIDES_TAG = "aent.sweep.job", "aent.sweep.label", "aent.sweep.overrides"
-ERROR_TAG = "aent.error"
-WHERE_TAG = "aent.sweep.process"  # host:pid that ran the job (which worker / cluster node)
-PARENT_TAG = "mlflow.parentRunId"
 _TAG_KEY = re.compile(r"[^/\w.\- :]")  # characters MLflow refuses in a tag key
 
 
 def job_tags(index: int, label: str, overrides: List[str]) -> Dict[str, str]:
     """The job's identity on its child run: index, label, and one `aent.override.<key>` tag per override."""
-    tags = {JOB_TAG: str(index), LABEL_TAG: label[:5000], OVERRIDES_TAG: " ".join(overrides)[:5000],
-            WHERE_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+    tags = {tag.SWEEP_JOB: str(index), tag.SWEEP_LABEL: label[:5000], tag.SWEEP_OVERRIDES: " ".join(overrides)[:5000],
+            tag.SWEEP_PROCESS: f"{socket.gethostname()}:{os.getpid()}"}
     for item in overrides:
         key, _, value = item.partition("=")
-        tags[f"aent.override.{_TAG_KEY.sub('_', key)}"] = value[:5000]
+        tags[tag.OVERRIDE_PREFIX + _TAG_KEY.sub('_', key)] = value[:5000]
     return tags
 
 
@@ -39,7 +36,7 @@ def find_child(client, parent_run_id: str, index: int):
     """The child run of job `index`, or None."""
     parent = client.get_run(parent_run_id)
     found = client.search_runs([parent.info.experiment_id],
-                               f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{JOB_TAG}` = '{index}'",
+                               f"tags.`{tag.PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{tag.SWEEP_JOB}` = '{index}'",
                                max_results=5)
     return found[0] if found else None
 
@@ -52,13 +49,13 @@ def record_failure(client, parent_run_id: str, index: int, label: str, overrides
     child = find_child(client, parent_run_id, index)
     if child is None:
         parent = client.get_run(parent_run_id)
-        tags = {**job_tags(index, label, overrides), PARENT_TAG: parent_run_id, "aent.kind": "train",
-                ERROR_TAG: text[:5000]}
+        tags = {**job_tags(index, label, overrides), tag.PARENT_RUN_ID: parent_run_id, tag.KIND: tag.KIND_TRAIN,
+                tag.ERROR: text[:5000]}
         run_name = f"{parent.info.run_name}-j{index}"
         run_id = client.create_run(parent.info.experiment_id, run_name=run_name, tags=tags).info.run_id
     else:
         run_id = child.info.run_id
-        store.set_tags(client, run_id, {ERROR_TAG: text[:5000]})
+        store.set_tags(client, run_id, {tag.ERROR: text[:5000]})
     client.log_text(run_id, details or text, "error.txt")
     if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
         client.set_terminated(run_id, status=status)
@@ -77,7 +74,7 @@ class SweepTask:
     def __call__(self, cfg: DictConfig) -> Dict[str, object]:
         from hydra.core.hydra_config import HydraConfig
 
-        from aent_cli.config import validate
+        # torch and the engine load in the job, not when the sweep is planned
         from aent_cli.engine.setup import RunContext
         from aent_cli.engine.trainer import run_training
 

@@ -48,15 +48,23 @@ def smooth(values: Sequence[float], window: int) -> List[float]:
     return out
 
 
-def ema(values: Sequence[float], weight: float) -> List[float]:
-    """Exponential moving average s_t = weight * s_{t-1} + (1 - weight) * x_t, divided by
-    (1 - weight^t) so the first points are not pulled toward 0; weight 0 returns the values."""
+def ema(values: Sequence[float], weight: float, debias: bool = True) -> List[float]:
+    """Exponential moving average s_t = weight * s_{t-1} + (1 - weight) * x_t; weight 0 returns the values.
+
+    debias=True (TensorBoard's smoothing, the report's figures): s_0 = 0 and each s_t is divided by
+    (1 - weight^t), so the first points are not pulled toward 0. debias=False (the methods figure):
+    s_1 = x_1, seeded with the first value. ValueError for a weight outside [0, 1)."""
     if not 0.0 <= weight < 1.0:
         raise ValueError(f"smoothing weight {weight} is not in [0, 1)")
-    out, last = [], 0.0
+    out: List[float] = []
+    last = 0.0
     for t, value in enumerate(values, start=1):
-        last = weight * last + (1.0 - weight) * value
-        out.append(last / (1.0 - weight ** t))
+        if debias:
+            last = weight * last + (1.0 - weight) * value
+            out.append(last / (1.0 - weight ** t))
+        else:
+            last = value if t == 1 else weight * last + (1.0 - weight) * value
+            out.append(last)
     return out
 
 
@@ -148,6 +156,17 @@ def _float(params: Mapping[str, str], key: str) -> Optional[float]:
         return None
 
 
+def entropy_band(params: Mapping[str, str]) -> Optional[Tuple[float, float]]:
+    """One run's H~ band (algo.h_low, algo.h_high) from its flattened params; None when either is missing."""
+    low, high = _float(params, "algo.h_low"), _float(params, "algo.h_high")
+    return None if low is None or high is None else (low, high)
+
+
+def coef_range(params: Mapping[str, str]) -> Tuple[Optional[float], Optional[float]]:
+    """One run's lambda bounds (algo.coef.min, algo.coef.max); None for a missing one."""
+    return _float(params, "algo.coef.min"), _float(params, "algo.coef.max")
+
+
 def entropy_bands(params_by_run: Sequence[Mapping[str, str]]) -> List[Tuple[float, float, str]]:
     """The distinct H~ bands [algo.h_low, algo.h_high] of the runs that steer the clamped entropy
     (algo.bonus=clamped with an adaptive coefficient), as shaded-band specs."""
@@ -155,9 +174,9 @@ def entropy_bands(params_by_run: Sequence[Mapping[str, str]]) -> List[Tuple[floa
     for params in params_by_run:
         if params.get("algo.bonus") != "clamped" or params.get("algo.coef.mode", "adaptive") != "adaptive":
             continue
-        low, high = _float(params, "algo.h_low"), _float(params, "algo.h_high")
-        if low is not None and high is not None and (low, high) not in [(b[0], b[1]) for b in bands]:
-            bands.append((low, high))
+        band = entropy_band(params)
+        if band is not None and band not in bands:
+            bands.append(band)
     return [(low, high, rf"$\tilde{{H}}$ band [{low:g}, {high:g}]") for low, high in bands]
 
 
@@ -167,8 +186,7 @@ def coef_bounds(params_by_run: Sequence[Mapping[str, str]]) -> List[Tuple[float,
     for params in params_by_run:
         if params.get("algo.coef.mode") != "adaptive":
             continue
-        for key, name in (("algo.coef.min", "λ min"), ("algo.coef.max", "λ max")):
-            value = _float(params, key)
+        for value, name in zip(coef_range(params), ("λ min", "λ max")):
             if value is not None and value not in [y for y, _ in lines]:
                 lines.append((value, f"{name} {value:g}"))
     return lines

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from aent_cli.tracking import figures
+
 Points = Sequence[Tuple[float, float]]
 STYLES = {"GRPO": ("tab:red", "-"), "EntReg": ("tab:blue", "--"), "AEnt": ("tab:green", "-.")}
 _FALLBACK = [("tab:purple", ":"), ("tab:orange", "-"), ("tab:brown", "--"), ("tab:gray", "-.")]
@@ -29,11 +31,9 @@ class MethodCurves:
 
 
 def ema(values: Sequence[float], alpha: float) -> List[float]:
-    """Exponential moving average, out[0] = values[0], out[i] = alpha * v[i] + (1 - alpha) * out[i-1]."""
-    out: List[float] = []
-    for v in values:
-        out.append(v if not out else alpha * v + (1.0 - alpha) * out[-1])
-    return out
+    """Exponential moving average, out[0] = values[0], out[i] = alpha * v[i] + (1 - alpha) * out[i-1]:
+    figures.ema seeded with the first value, `alpha` the weight of the newest step (1 = unchanged)."""
+    return figures.ema(values, 1.0 - alpha, debias=False)
 
 
 def _style(label: str, index: int) -> Tuple[str, str]:
@@ -96,10 +96,8 @@ def band_and_bounds(params_by_label: Mapping[str, Dict[str, str]]):
     """AEnt's band and lambda bounds from a job's flattened params (None when no AEnt job)."""
     for params in params_by_label.values():
         if params.get("algo.name") == "aent" and params.get("algo.coef.mode") == "adaptive":
-            try:
-                band = (float(params["algo.h_low"]), float(params["algo.h_high"]))
-                bounds = (float(params["algo.coef.min"]), float(params["algo.coef.max"]))
-            except (KeyError, ValueError):
+            band, bounds = figures.entropy_band(params), figures.coef_range(params)
+            if band is None or None in bounds:
                 return None, None
             return band, bounds
     return None, None

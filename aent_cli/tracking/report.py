@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from aent_cli.data.benchmarks import BENCHMARKS
 from aent_cli.errors import UserError
-from aent_cli.eval.benchmarks import BENCHMARKS
-from aent_cli.tracking import figures, store, tables
-
-KIND, SOURCE, CHECKPOINT, STEP = "aent.kind", "aent.source_run_id", "aent.checkpoint", "aent.checkpoint_step"
-MODEL_TAG = "aent.model"
+from aent_cli.tracking import figures, store, tables, tags as tag
+from aent_cli.tracking.tags import CHECKPOINT, CHECKPOINT_STEP, KIND, SOURCE_RUN_ID
 VAL_COLUMN = "val"
 ALGO_LABELS = {"grpo": "GRPO", "entreg": "EntReg", "aent": "AEnt"}
 _METRIC = re.compile(r"^eval/([^/]+)/(avg|pass|maj)_at_(\d+)$")  # eval/math500/avg_at_4
@@ -62,16 +60,6 @@ class ReportResult:
         return f"Test scores ({shown}; rows with source val/acc: val/acc)" if from_val else f"Test scores ({shown})"
 
 
-def _search(client, experiment_ids: Sequence[str], filter_string: str) -> List[object]:
-    out, token = [], None
-    while True:
-        page = client.search_runs(list(experiment_ids), filter_string, max_results=1000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
-
-
 def _get_run(client, run_id: str):
     from mlflow.exceptions import MlflowException
 
@@ -89,11 +77,11 @@ def select_runs(client, run_ids: Sequence[str] = (), experiment: Optional[str] =
         found = client.get_experiment_by_name(experiment)
         if found is None:
             raise ReportError(f"unknown MLflow experiment {experiment!r} in store {client.tracking_uri}")
-        for kind in ("train", "eval"):
-            runs += _search(client, [found.experiment_id], f"tags.\"{KIND}\" = '{kind}'")
+        for kind in (tag.KIND_TRAIN, tag.KIND_EVAL):
+            runs += store.search_runs(client, [found.experiment_id], f"tags.`{KIND}` = '{kind}'")
     if parent:
         parent_run = _get_run(client, parent)
-        runs += _search(client, [parent_run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+        runs += store.search_runs(client, [parent_run.info.experiment_id], f"tags.`{tag.PARENT_RUN_ID}` = '{parent}'")
     if not (run_ids or experiment or parent):
         raise ReportError("nothing to report: pass --run ID, --experiment NAME or --parent SWEEP_RUN_ID")
     listed = len(run_ids)
@@ -104,16 +92,6 @@ def select_runs(client, run_ids: Sequence[str] = (), experiment: Optional[str] =
     return list(unique.values())
 
 
-def _all_experiment_ids(client) -> List[str]:
-    out, token = [], None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        out += [e.experiment_id for e in page]
-        token = page.token
-        if not token:
-            return out
-
-
 def build_subjects(client, runs: Sequence[object]) -> List[Subject]:
     """Group runs into rows: a training run gathers the eval runs linked to it (from any experiment);
     eval runs of a model directory (or of a training run that no longer exists) group by that model.
@@ -122,14 +100,14 @@ def build_subjects(client, runs: Sequence[object]) -> List[Subject]:
     experiment_ids = None
     for run in runs:
         tags = run.data.tags
-        source = _source_run(client, tags.get(SOURCE)) if tags.get(KIND) == "eval" else None
+        source = _source_run(client, tags.get(SOURCE_RUN_ID)) if tags.get(KIND) == tag.KIND_EVAL else None
         if source is not None:
             subject = subjects.setdefault(source.info.run_id, Subject(source.info.run_id, "", "", train_run=source))
             if all(r.info.run_id != run.info.run_id for r in subject.eval_runs):
                 subject.eval_runs.append(run)
-        elif tags.get(KIND) == "eval":
-            key = "model:" + tags.get(MODEL_TAG, run.info.run_id)
-            subject = subjects.setdefault(key, Subject(key, run.info.run_name, tags.get(MODEL_TAG) or run.info.run_name))
+        elif tags.get(KIND) == tag.KIND_EVAL:
+            key = "model:" + tags.get(tag.MODEL, run.info.run_id)
+            subject = subjects.setdefault(key, Subject(key, run.info.run_name, tags.get(tag.MODEL) or run.info.run_name))
             subject.eval_runs.append(run)
         else:
             subjects.setdefault(run.info.run_id, Subject(run.info.run_id, "", "")).train_run = run
@@ -137,8 +115,8 @@ def build_subjects(client, runs: Sequence[object]) -> List[Subject]:
         if subject.train_run is None:
             continue
         subject.name = subject.train_run.info.run_name
-        experiment_ids = experiment_ids or _all_experiment_ids(client)
-        linked = _search(client, experiment_ids, f"tags.\"{SOURCE}\" = '{subject.key}' and tags.\"{KIND}\" = 'eval'")
+        experiment_ids = experiment_ids or store.experiment_ids(client)
+        linked = store.search_runs(client, experiment_ids, f"tags.`{SOURCE_RUN_ID}` = '{subject.key}' and tags.`{KIND}` = '{tag.KIND_EVAL}'")
         known = {r.info.run_id for r in subject.eval_runs}
         subject.eval_runs += [r for r in linked if r.info.run_id not in known]
         algo = subject.train_run.data.params.get("algo.name", "")
@@ -241,7 +219,7 @@ def choose_checkpoint(eval_runs: Sequence[object], score: str, how: str) -> Opti
     for run in sorted(eval_runs, key=lambda r: r.info.start_time or 0):
         tags = run.data.tags
         checkpoint = tags.get(CHECKPOINT) or "model"
-        step = tags.get(STEP)
+        step = tags.get(CHECKPOINT_STEP)
         by_checkpoint.setdefault(checkpoint, {}).update(eval_scores(run, score))
         order[checkpoint] = _checkpoint_order(checkpoint, int(step) if step and step.isdigit() else None)
     by_checkpoint = {name: values for name, values in by_checkpoint.items() if values}
@@ -346,10 +324,10 @@ def make_report(client, run_ids: Sequence[str] = (), experiment: Optional[str] =
     result.files = files
     if log_to:
         reported = [s.train_run.info.run_id if s.train_run else s.eval_runs[0].info.run_id for s in subjects]
-        tags = {KIND: "report", "aent.report.runs": ",".join(reported)[:5000],
-                "aent.report.checkpoint": checkpoint, "aent.report.score": score}
+        run_tags = {KIND: tag.KIND_REPORT, tag.REPORT_RUNS: ",".join(reported)[:5000],
+                    tag.REPORT_CHECKPOINT: checkpoint, tag.REPORT_SCORE: score}
         run = client.create_run(store.experiment_id(client, log_to),
-                                run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
+                                run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}", tags=run_tags)
         result.run_id = run.info.run_id
         for path in files:
             client.log_artifact(result.run_id, str(path))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
+
+from aent_cli.tracking.tags import EXPERIMENT_KIND as EXPERIMENT_KIND_TAG
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 _SQLITE = "sqlite:///"
@@ -57,7 +59,7 @@ def _creation_lock(uri: str):
 
 
 # MLflow 3 opens an experiment on its GenAI overview unless the experiment says it trains models.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_KIND = {EXPERIMENT_KIND_TAG: "custom_model_development"}
 
 
 def client(uri: Optional[str] = None, artifact_location: Optional[str] = None):
@@ -88,7 +90,7 @@ def experiment_id(mlflow_client, name: str) -> str:
     experiment so the MLflow UI opens it on its runs)."""
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
-        if not found.tags.get("mlflow.experimentKind"):  # made by an older aent or by hand
+        if not found.tags.get(EXPERIMENT_KIND_TAG):  # made by an older aent or by hand
             mlflow_client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return found.experiment_id
     location = getattr(mlflow_client, "aent_artifact_location", None) or artifact_root(mlflow_client.tracking_uri)
@@ -99,6 +101,35 @@ def experiment_id(mlflow_client, name: str) -> str:
         if found is None:
             raise
         return found.experiment_id
+
+
+PAGE_SIZE = 1000  # MLflow's largest page for run and experiment searches
+
+
+def all_pages(search: Callable[..., Any], *args: Any, **kwargs: Any) -> List[Any]:
+    """Every item of an MLflow search that pages its results (`search_runs`, `search_experiments`):
+    `search(*args, max_results=PAGE_SIZE, page_token=..., **kwargs)` is called until a page comes back
+    without a next-page token. The one paging loop of the package."""
+    out: List[Any] = []
+    token = None
+    while True:
+        page = search(*args, max_results=PAGE_SIZE, page_token=token, **kwargs)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def search_runs(mlflow_client, experiment_ids: Sequence[str], filter_string: str,
+                order_by: Optional[Sequence[str]] = None) -> List[Any]:
+    """All runs of these experiments that match `filter_string` (MLflow search syntax), every page."""
+    return all_pages(mlflow_client.search_runs, list(experiment_ids), filter_string,
+                     order_by=list(order_by) if order_by else None)
+
+
+def experiment_ids(mlflow_client) -> List[str]:
+    """The ids of every (active) experiment in the store, every page."""
+    return [e.experiment_id for e in all_pages(mlflow_client.search_experiments)]
 
 
 def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> Dict[str, str]:

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from aent_cli.tracking import store
+from aent_cli.tracking import store, tags as tag
 
 # A write is one store round trip (~50 ms on SQLite), as long as a small model's whole step, so
 # metrics are buffered: written every `tracking.log_every` steps, and also as soon as this long has
@@ -33,10 +33,10 @@ class TrainTracker:
             self.client.update_run(run_id, status="RUNNING")
             self._logged_through = self._last_logged_steps()
             return
-        all_tags = {"aent.kind": "train", "aent.run_dir": str(Path(run_dir).resolve()),
-                    "aent.algo": cfg.algo.name, **(tags or {})}
+        all_tags = {tag.KIND: tag.KIND_TRAIN, tag.RUN_DIR: str(Path(run_dir).resolve()),
+                    tag.ALGO: cfg.algo.name, **(tags or {})}
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[tag.PARENT_RUN_ID] = parent_run_id
         exp = store.experiment_id(self.client, cfg.tracking.experiment)
         run = self.client.create_run(exp, run_name=Path(run_dir).name, tags=all_tags)
         self.run_id = run.info.run_id
@@ -80,6 +80,6 @@ class TrainTracker:
 
     def finish(self, result) -> None:
         final = str(Path(result.final_model_dir).resolve())
-        store.set_tags(self.client, self.run_id, {"aent.final_model_dir": final})
+        store.set_tags(self.client, self.run_id, {tag.FINAL_MODEL_DIR: final})
         self.client.log_text(self.run_id, final + "\n", "final_model_dir.txt")
         self.end("FINISHED")
