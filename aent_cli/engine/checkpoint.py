@@ -219,7 +219,7 @@ def verify_checkpoint(ckpt: Path) -> Optional[str]:
         return "trainer_state.json lacks " + ", ".join(k for k in _REQUIRED_STATE if not isinstance(state, dict)
                                                        or k not in state)
     if STATE_DIGEST in state and state[STATE_DIGEST] != state_digest(state):
-        return "trainer_state.json was edited after it was written (SHA-256 of its content differs)"
+        return "trainer_state.json was edited after it was written (SHA-256 differs)"
     files = state.get("files")
     if files is None:  # written before manifests: the files the loaders need, readable headers
         return _verify_without_manifest(Path(ckpt), state)

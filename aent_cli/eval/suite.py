@@ -49,7 +49,7 @@ def plan_eval(cfg: DictConfig) -> EvalPlan:
     from aent_cli.models.loading import check_weight_files
 
     for path in dict.fromkeys(t.path for t in targets if Path(t.path).is_dir()):
-        check_weight_files(path, f"--model {path}")  # a truncated file: one line, before any model runs
+        check_weight_files(path, "--model")  # a truncated file: one line, before any model runs
     return EvalPlan(sources, problems, targets)
 
 

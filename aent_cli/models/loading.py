@@ -45,7 +45,7 @@ def resolve_model_path(model_cfg, progress_factory=None) -> str:
     if local.exists():
         if not (local / "config.json").is_file():
             raise UserError(f"model.path={path}: not a Hugging Face model directory (no config.json)")
-        check_weight_files(local, f"model.path={path}")
+        check_weight_files(local, "model.path")
         return str(local)
     if path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise UserError(f"model.path={path}: no such directory, and not a hub id of the form org/name")
@@ -55,7 +55,7 @@ def resolve_model_path(model_cfg, progress_factory=None) -> str:
 def check_weight_files(directory, what: str) -> None:
     """UserError naming the first *.safetensors file in `directory` whose header safetensors cannot
     read: truncated (its header promises more bytes than the file holds), not a safetensors file, or
-    empty. Reads the headers only (milliseconds); `what` starts the message (`model.path=DIR`)."""
+    empty. Reads the headers only (milliseconds); `what` starts the message (`model.path`)."""
     from safetensors import safe_open
 
     for file in sorted(Path(directory).glob("*.safetensors")):
@@ -64,7 +64,7 @@ def check_weight_files(directory, what: str) -> None:
                 handle.keys()
         except Exception as exc:  # safetensors' own SafetensorError, or OSError
             reason = " ".join(str(exc).split())[:120]
-            raise UserError(f"{what}: {file} is truncated or not a safetensors file ({reason})") from None
+            raise UserError(f"{what}: {file} is truncated or not a safetensors file\n  safetensors: {reason}") from None
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
