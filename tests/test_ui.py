@@ -127,3 +127,29 @@ def test_the_server_dies_with_an_aent_ui_killed_by_sigkill(tmp_path):
         for pid in pids:
             if _running(pid):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+def test_the_guard_kills_a_server_group_that_ignores_sigterm(monkeypatch):
+    """stop_group: SIGTERM first; a server (and the worker it started) that ignore it are SIGKILLed
+    once the guard's timeout passes."""
+    from aent_cli.cli import ui_guard
+
+    monkeypatch.setattr(ui_guard, "STOP_TIMEOUT_S", 0.5)
+    stubborn = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "w = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+                "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)']); "
+                "print(w.pid, flush=True); time.sleep(600)")
+    server = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    worker = int(server.stdout.readline())
+    try:
+        ui_guard.stop_group(server)
+        assert server.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(worker)
+    finally:
+        for pid in (server.pid, worker):
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
