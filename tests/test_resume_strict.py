@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from aent_cli.cli.app import app
+from aent_cli.engine.checkpoint import state_digest
 from aent_cli.tracking import store
 
 runner = CliRunner()
@@ -120,7 +121,7 @@ def test_checkpoint_without_manifest_still_loads_strictly(run):
     run_dir, args = run
     latest = ckpt(run_dir, 3)
     state = json.loads((latest / "trainer_state.json").read_text())
-    del state["files"]
+    del state["files"], state["state_sha256"]  # neither was written before manifests
     (latest / "trainer_state.json").write_text(json.dumps(state))
     tensors = load_file(str(latest / "model.safetensors"))
     first = sorted(tensors)[0]
@@ -145,7 +146,7 @@ def test_pickle_payload_in_optimizer_file_is_refused_not_run(run, tmp_path):
         pickle.dump({"state": {}, "param_groups": [], "x": Payload()}, f)
     refused(args, "optimizer.pt", "damaged")
     state = json.loads((latest / "trainer_state.json").read_text())
-    del state["files"]
+    del state["files"], state["state_sha256"]  # neither was written before manifests
     (latest / "trainer_state.json").write_text(json.dumps(state))
     torch.save({"state": {}, "param_groups": [], "x": Payload()}, latest / "optimizer.pt")
     refused(args, "optimizer.pt", "cannot be loaded safely")
@@ -205,6 +206,7 @@ def test_resume_finds_the_runs_own_store_from_another_directory(run, tmp_path, m
     state_file = ckpt(run_dir, 3) / "trainer_state.json"
     state = json.loads(state_file.read_text())
     state["tracking_uri"] = f"sqlite:///{tmp_path}/mlflow.db"  # the copy stands in for the original
+    state["state_sha256"] = state_digest(state)  # as if written so (a hand edit alone is refused)
     state_file.write_text(json.dumps(state))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -389,3 +389,55 @@ def test_ablate_p_with_reference_methods(workdir):
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert {"figures/fig6_clamping_percentage.png", "figures/best_score_vs_p.png"} <= figures
     assert len(_summary_rows(client, parent.info.run_id, workdir)) == 4
+
+
+def test_fast_validation_gives_the_configs_of_a_full_compose_per_job():
+    """plan_sweep validates a grid with one compose per set of group overrides: each job's config
+    equals the one `compose_config(job.overrides)` gives (groups, nested keys, lists, interpolations)."""
+    from omegaconf import OmegaConf
+
+    from aent_cli.config import compose_config, validate
+    from aent_cli.sweep.runner import validate_jobs
+    from aent_cli.sweep.spec import Job
+
+    grids = [["algo=grpo", "trainer.seed=1"], ["algo.p=0.2", "algo.coef.mode=constant", "trainer.betas=[0.8,0.95]"],
+             ["algo=grpo", "trainer.seed=2", "data=math"], ["trainer.seed=3"], [], ["+experiment=setting_a"],
+             ["algo.p=0.5", "trainer.lr=1e-5"]]
+    jobs = [Job(i, overrides) for i, overrides in enumerate(grids)]
+    fast = [OmegaConf.to_container(cfg, resolve=False) for cfg in validate_jobs(jobs)]
+    full = [OmegaConf.to_container(validate(compose_config(job.overrides)), resolve=False) for job in jobs]
+    assert fast == full
+
+
+def test_fast_validation_names_the_bad_job_as_a_full_compose_does():
+    from aent_cli.sweep.runner import validate_jobs
+    from aent_cli.sweep.spec import Job
+
+    for bad in ("trainer.stpes=3", "trainer.steps=abc", "algo.p=7.0"):
+        jobs = [Job(0, ["trainer.seed=1"]), Job(1, ["trainer.seed=2", bad])]
+        with pytest.raises(ConfigError, match=r"sweep job #1") as caught:
+            list(validate_jobs(jobs))
+        assert bad.split("=")[0] in str(caught.value)
+
+
+def test_a_9000_job_dry_run_prints_its_ends_and_what_varies(capsys):
+    """Expansion and printing of a big grid: the first and last 20 jobs and a summary line."""
+    from rich.console import Console
+
+    from aent_cli.cli.sweep_cmd import print_jobs
+    from aent_cli.sweep.hydra_session import hydra_session
+    from aent_cli.sweep.spec import SweepFile, expand_jobs
+
+    with hydra_session() as loader:
+        jobs = expand_jobs(SweepFile(name="inline"), ["algo.p=0.2,0.33,0.5", "trainer.seed=range(3000)"], loader)
+    assert len(jobs) == 9000 and jobs[-1].overrides == ["algo.p=0.5", "trainer.seed=2999"]
+
+    class Plan:
+        name = "inline"
+
+    Plan.jobs = jobs
+    print_jobs(Plan, Console(width=200))
+    out = capsys.readouterr().out
+    assert "9000 job(s), the first and last 20 shown" in out and "8960 more job(s)" in out
+    assert "trainer.seed=2999" in out and "trainer.seed=1000 " not in out
+    assert "algo.p: 3 value(s), trainer.seed: 3000 value(s)" in out

@@ -39,17 +39,42 @@ def sweep_command(
     execute(plan, jobs, dry_run)
 
 
+SHOWN_AT_EACH_END = 20  # a grid of more than twice this many jobs prints its first and last ones
+
+
+def grid_summary(jobs) -> str:
+    """`trainer.seed: 3000 values, algo.p: 3 values` for the keys whose override differs between jobs."""
+    from aent_cli.sweep.spec import override_key, varying_keys
+
+    values: dict = {}
+    for job in jobs:
+        for item in job.overrides:
+            values.setdefault(override_key(item), set()).add(item)
+    return ", ".join(f"{key}: {len(values[key])} value(s)" for key in varying_keys(jobs))
+
+
 def print_jobs(plan, console) -> None:
+    """The jobs as a table; for more than 2 * SHOWN_AT_EACH_END jobs, the first and last
+    SHOWN_AT_EACH_END of them and what varies (rendering thousands of rows takes longer than the plan)."""
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(f"{plan.name}: {len(plan.jobs)} job(s)"), title_justify="left")
+    jobs = plan.jobs
+    shown = jobs if len(jobs) <= 2 * SHOWN_AT_EACH_END else jobs[:SHOWN_AT_EACH_END] + jobs[-SHOWN_AT_EACH_END:]
+    title = f"{plan.name}: {len(jobs)} job(s)"
+    if len(shown) < len(jobs):
+        title += f", the first and last {SHOWN_AT_EACH_END} shown"
+    table = Table(title=escape(title), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("label")
     table.add_column("overrides", style="dim")
-    for job in plan.jobs:
+    for position, job in enumerate(shown):
+        if len(shown) < len(jobs) and position == SHOWN_AT_EACH_END:
+            table.add_row("...", f"{len(jobs) - len(shown)} more job(s)", "")
         table.add_row(str(job.index), escape(job.label), escape(job.text))  # user text: no markup
     console.print(table)
+    if len(shown) < len(jobs):
+        console.print(escape(f"{len(jobs)} jobs vary {grid_summary(jobs)}"), highlight=False)
 
 
 def execute(plan, jobs: int, dry_run: bool) -> None:

@@ -16,10 +16,11 @@ from typing import List, Optional
 
 import typer
 
+from aent_cli.cli import ui_guard
 from aent_cli.cli.common import fail, load_config
 
 STARTUP_TIMEOUT_S = 120.0  # the first start may migrate an old store's schema
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = ui_guard.STOP_TIMEOUT_S + ui_guard.LINGER_S + 5.0  # the guard's own bounded shutdown
 
 
 def server_command(uri: str, host: str, port: int, workers: int) -> List[str]:
@@ -51,8 +52,14 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
     return False
 
 
+def guarded(command: List[str]) -> List[str]:
+    """`command` run under ui_guard: it dies with this process, even one killed with SIGKILL."""
+    return [sys.executable, "-m", "aent_cli.cli.ui_guard", str(os.getpid()), "--", *command]
+
+
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's whole process group (mlflow server forks workers), SIGKILL if it lingers."""
+    """SIGTERM the guard, which stops the server's whole process group (mlflow server forks workers)
+    within its own timeouts; SIGKILL it if it lingers past them."""
     if proc.poll() is not None:
         return
     try:
@@ -100,12 +107,13 @@ def ui_command(
     if not port_free(host, port):
         fail(f"port {port} on {host} is in use: pass --port")
     url = f"http://{host}:{port}"
-    # Its own session: the terminal's Ctrl-C reaches only us, and we stop the whole group in order.
+    # Its own session: the terminal's Ctrl-C reaches only us, and we stop the server in order; the
+    # guard between us and the server stops it if we die without a chance to (kill -9).
     # MLflow 3's server also starts a job runner with several huey consumers (GenAI jobs): not needed
     # to browse runs, and heavy on a small machine. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true keeps it.
     env = {**os.environ}
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    proc = subprocess.Popen(server_command(uri, host, port, workers), start_new_session=True, env=env)
+    proc = subprocess.Popen(guarded(server_command(uri, host, port, workers)), start_new_session=True, env=env)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if not wait_healthy(url, proc, STARTUP_TIMEOUT_S):

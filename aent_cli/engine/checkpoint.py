@@ -3,8 +3,9 @@ states (safetensors) and everything else as plain JSON, written to a temporary f
 so a crash mid-write never leaves a broken latest checkpoint.
 
 trainer_state.json, written last, lists every other file with its size and SHA-256
-(`files`), so a missing, truncated or replaced file is found before anything is loaded
-(verify_checkpoint), and weights load strictly: every tensor of the model present, none extra,
+(`files`), the SHA-256 of the run's config.yaml (`run_config`) and of its own content
+(`state_sha256`), so a missing, truncated, replaced or hand-edited file is found before anything is
+loaded (verify_checkpoint, verify_run_config), and weights load strictly: every tensor of the model present, none extra,
 shapes equal (check_model_weights, restore_checkpoint)."""
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from aent_cli.errors import UserError
 from aent_cli.models.saving import save_model_dir
 
 LATEST = "latest"
+STATE_DIGEST = "state_sha256"  # trainer_state.json's own content digest (the key itself left out)
+RUN_CONFIG = "run_config"  # size and SHA-256 of the run folder's config.yaml when the checkpoint was written
 
 
 def _rng_tensors() -> Dict[str, torch.Tensor]:
@@ -76,6 +79,10 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, state
     if write_extra is not None:
         write_extra(tmp)
     full_state = {**state, "step": step, "python_random": list(random.getstate()), "files": _manifest(tmp)}
+    config = Path(run_dir) / "config.yaml"
+    if config.is_file():  # written once, when the run starts: resume takes changes as overrides
+        full_state[RUN_CONFIG] = {"bytes": config.stat().st_size, "sha256": _sha256(config)}
+    full_state[STATE_DIGEST] = state_digest(full_state)
     (tmp / "trainer_state.json").write_text(json.dumps(full_state, indent=2))
     if final.exists():
         shutil.rmtree(final)
@@ -110,6 +117,51 @@ def _manifest(directory: Path) -> Dict[str, Dict[str, Any]]:
     """{relative path: {"bytes": size, "sha256": hex}} for every file under directory."""
     return {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
             for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def state_digest(state: Dict[str, Any]) -> str:
+    """SHA-256 of a trainer state's content (sorted-key JSON, without its own `state_sha256`): the
+    same for any re-indentation of the file, different after any edit of a value."""
+    body = {k: v for k, v in state.items() if k != STATE_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def verify_run_config(ckpt: Path) -> Optional[str]:
+    """What is wrong with the run folder's config.yaml against the digest this checkpoint recorded
+    ("config.yaml differs ..."), or None (also for checkpoints written before the digest)."""
+    try:
+        recorded = json.loads((Path(ckpt) / "trainer_state.json").read_text()).get(RUN_CONFIG)
+    except (OSError, ValueError, AttributeError):
+        return None  # verify_checkpoint names an unreadable trainer_state.json
+    if not recorded:
+        return None
+    config = Path(ckpt).parent.parent / "config.yaml"
+    if not config.is_file():
+        return f"{config} is missing"
+    if config.stat().st_size != recorded["bytes"] or _sha256(config) != recorded["sha256"]:
+        return f"{config.parent.name}/config.yaml was edited after {Path(ckpt).name} was written (SHA-256 differs)"
+    return None
+
+
+def pointer_problem(run_dir: Path) -> Optional[str]:
+    """Why the run's `checkpoints/latest` pointer cannot be followed ("checkpoints/latest names
+    step_000009, which does not exist"), or None when it names an existing step folder or the run
+    has no checkpoint at all."""
+    root = Path(run_dir) / "checkpoints"
+    if not step_checkpoints(run_dir):
+        return None
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return "checkpoints/latest is missing"
+    try:
+        name = pointer.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return "checkpoints/latest is unreadable"
+    if not re.fullmatch(r"step_\d+", name):
+        return f"checkpoints/latest holds {name[:40]!r}, not a checkpoint folder name"
+    if not (root / name).is_dir():
+        return f"checkpoints/latest names {name}, which does not exist"
+    return None
 
 
 def step_checkpoints(run_dir: Path) -> List[Path]:
@@ -166,6 +218,8 @@ def verify_checkpoint(ckpt: Path) -> Optional[str]:
     if not isinstance(state, dict) or any(k not in state for k in _REQUIRED_STATE):
         return "trainer_state.json lacks " + ", ".join(k for k in _REQUIRED_STATE if not isinstance(state, dict)
                                                        or k not in state)
+    if STATE_DIGEST in state and state[STATE_DIGEST] != state_digest(state):
+        return "trainer_state.json was edited after it was written (SHA-256 differs)"
     files = state.get("files")
     if files is None:  # written before manifests: the files the loaders need, readable headers
         return _verify_without_manifest(Path(ckpt), state)

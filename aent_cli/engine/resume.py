@@ -1,8 +1,10 @@
 """What `resume=` continues from, decided before anything expensive runs.
 
 - The checkpoint: the run's latest, verified file by file (checkpoint.verify_checkpoint). A damaged
-  one is refused with one line naming the file and, when an older intact checkpoint is kept, the
-  exact `resume=` that takes it; trainer.resume_fallback=true takes it and says so.
+  one, or a `checkpoints/latest` pointer that is missing or names no checkpoint, is refused with one
+  line naming the file and, when an intact checkpoint is kept, a second line with the exact `resume=`
+  that takes it; trainer.resume_fallback=true takes it and says so. A trainer_state.json or run
+  config.yaml edited by hand (their SHA-256 recorded at save) is refused: changes are overrides.
 - The config: the run's saved config. Overrides that only change how far or how the run is driven
   (RESUME_ALLOWED) are applied; any other override that differs from the saved run is refused with
   exit 2, listing each (algo, model, data, seed, batch shape... would silently change the run).
@@ -17,7 +19,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from aent_cli.engine.checkpoint import find_run_dir, step_checkpoints, verify_checkpoint
+from aent_cli.engine.checkpoint import (find_run_dir, pointer_problem, step_checkpoints, verify_checkpoint,
+                                        verify_run_config)
 from aent_cli.errors import UserError
 from aent_cli.tracking import store
 
@@ -67,28 +70,63 @@ def _check_world_size(resume: str, ckpt: Path, world_size: int) -> None:
                         f"has {world_size}; resume with the same world size")
 
 
+def _newest_intact(run_dir: Path, below: Optional[str] = None) -> Optional[Path]:
+    """The newest checkpoint of the run (older than `below`, a step folder name) that verifies."""
+    for candidate in reversed(step_checkpoints(run_dir)):
+        if (below is None or candidate.name < below) and verify_checkpoint(candidate) is None:
+            return candidate
+    return None
+
+
+def _names_a_checkpoint(resume: str) -> bool:
+    return Path(resume).expanduser().parent.name == "checkpoints"
+
+
+def _follow_pointer(resume: str, run_dir: Path, ckpt: Path, fallback: bool,
+                    notify: Callable[[str], None]) -> Path:
+    """The checkpoint `checkpoints/latest` names, when it is sound. A pointer that is missing or names
+    no checkpoint is refused (the newest intact checkpoint's exact `resume=` on the second line) or,
+    with trainer.resume_fallback=true, replaced by that checkpoint with a printed line."""
+    problem = pointer_problem(run_dir)
+    if problem is None:
+        return ckpt
+    head = f"resume={resume}: {problem}"
+    newest = _newest_intact(run_dir)
+    if newest is None:
+        raise UserError(f"{head}; no intact checkpoint is kept: start a new run")
+    if fallback:
+        notify(f"{head}; resuming from the newest intact checkpoint {newest.name} (trainer.resume_fallback=true)")
+        return newest
+    raise UserError(f"{head}\n  the newest intact checkpoint is {newest.name}: resume with resume={newest} "
+                    "(or add trainer.resume_fallback=true)")
+
+
 def choose_checkpoint(resume: str, output_dir: str, fallback: bool, notify: Callable[[str], None],
                       world_size: int = 1) -> Tuple[Path, Path]:
-    """(run dir, intact checkpoint) for `resume`; UserError for a damaged one (see module doc) or one
-    written by another number of processes."""
+    """(run dir, intact checkpoint) for `resume`; UserError for a damaged one or a broken `latest`
+    pointer (see module doc), one written by another number of processes, or a run config.yaml edited
+    after the checkpoint was written (changes are passed as overrides on resume instead)."""
     run_dir, ckpt = find_run_dir(resume, output_dir)
+    if not _names_a_checkpoint(resume):
+        ckpt = _follow_pointer(resume, run_dir, ckpt, fallback, notify)
     _check_world_size(resume, ckpt, world_size)
     problem = verify_checkpoint(ckpt)
-    if problem is None:
-        return run_dir, ckpt
-    older = None
-    for candidate in reversed(step_checkpoints(run_dir)):
-        if candidate.name < ckpt.name and verify_checkpoint(candidate) is None:
-            older = candidate
-            break
-    head = f"resume={resume}: checkpoint {ckpt} is damaged: {problem}"
-    if older is None:
-        raise UserError(f"{head}; no older intact checkpoint is kept: start a new run")
-    if fallback:
+    if problem is not None:
+        older = _newest_intact(run_dir, below=ckpt.name)
+        head = f"resume={resume}: checkpoint {ckpt.name} is damaged: {problem}"
+        if older is None:
+            raise UserError(f"{head}; no older intact checkpoint is kept: start a new run")
+        if not fallback:
+            raise UserError(f"{head}\n  the older checkpoint {older.name} is intact: resume with resume={older} "
+                            "(or add trainer.resume_fallback=true)")
         notify(f"{head}; resuming from the older intact checkpoint {older} (trainer.resume_fallback=true)")
-        return run_dir, older
-    raise UserError(f"{head}; the older checkpoint is intact: resume with resume={older} "
-                    "(or add trainer.resume_fallback=true)")
+        ckpt = older
+    edited = verify_run_config(ckpt)
+    if edited is not None:
+        raise UserError(f"resume={resume}: {edited}\n  a resumed run takes changes as overrides (e.g. "
+                        f"resume={resume} trainer.steps=N), not as edits of the saved files: restore the file, "
+                        "or start a new run with the edited config")
+    return run_dir, ckpt
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Optional[Iterable[str]],
@@ -103,8 +141,8 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Optional[Iterable[
     try:
         saved = OmegaConf.merge(cfg, OmegaConf.load(saved_file))  # typed: the schema checks the file
     except Exception as exc:  # YAML syntax or schema errors: the file was edited or damaged
-        raise UserError(f"resume={cfg.trainer.resume}: {saved_file} is not a valid run config "
-                        f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+        raise UserError(f"resume={cfg.trainer.resume}: {saved_file} is not a valid run config\n  "
+                        f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:160]}") from None
     mine = _leaves(OmegaConf.to_container(cfg, resolve=True))
     theirs = _leaves(OmegaConf.to_container(saved, resolve=True))
     base = _leaves(OmegaConf.to_container(defaults, resolve=True))
@@ -118,10 +156,9 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Optional[Iterable[
         elif touched and value != theirs.get(key):
             refused.append(f"{key}={value} (run: {theirs.get(key)})")
     if refused:
-        raise UserError(f"resume={cfg.trainer.resume}: these overrides would change what the run means and "
-                        f"cannot apply on resume: {_summary(refused)}. Allowed on resume: "
-                        f"{', '.join(RESUME_ALLOWED)} and eval settings not used in training; for the rest "
-                        "start a new run")
+        raise UserError(f"resume={cfg.trainer.resume}: {len(refused)} override(s) would change what the run "
+                        f"means and cannot apply on resume (start a new run for them)\n  {_summary(refused)}\n"
+                        f"  allowed on resume: {', '.join(RESUME_ALLOWED)} and eval settings not used in training")
     return saved, applied
 
 
@@ -143,9 +180,9 @@ def check_store(uri: str, run_id: str, resume: str) -> None:
 
     hint = "pass tracking.uri=<the store the run was recorded in>"
     if not store.store_exists(uri):
-        raise UserError(f"resume={resume}: the MLflow store {uri} does not exist (the run {run_id} was "
-                        f"recorded elsewhere?); {hint}")
+        raise UserError(f"resume={resume}: the MLflow store {uri} does not exist\n  the run {run_id} was "
+                        f"recorded elsewhere? {hint}")
     try:
         store.client(uri).get_run(run_id)
     except MlflowException:
-        raise UserError(f"resume={resume}: the MLflow store {uri} has no run {run_id}; {hint}") from None
+        raise UserError(f"resume={resume}: the MLflow store {uri} has no run {run_id}\n  {hint}") from None

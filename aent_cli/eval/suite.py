@@ -49,6 +49,10 @@ def plan_eval(cfg: DictConfig) -> EvalPlan:
     targets = [t for ref in refs for t in resolve_model(ref, e.checkpoint, lambda: store.client(cfg.tracking.uri))]
     for path in dict.fromkeys(t.path for t in targets if looks_like_hub_id(t.path)):
         check_hub_model(path)  # seconds, not minutes of download retries, for a hub id that cannot load
+    from aent_cli.models.loading import check_weight_files
+
+    for path in dict.fromkeys(t.path for t in targets if Path(t.path).is_dir()):
+        check_weight_files(path, "--model")  # a truncated file: one line, before any model runs
     return EvalPlan(sources, problems, targets)
 
 

@@ -44,10 +44,26 @@ def resolve_model_path(model_cfg, progress_factory=None) -> str:
     if local.exists():
         if not (local / "config.json").is_file():
             raise UserError(f"model.path={path}: not a Hugging Face model directory (no config.json)")
+        check_weight_files(local, "model.path")
         return str(local)
     if path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise UserError(f"model.path={path}: no such directory, and not a hub id of the form org/name")
     return path
+
+
+def check_weight_files(directory, what: str) -> None:
+    """UserError naming the first *.safetensors file in `directory` whose header safetensors cannot
+    read: truncated (its header promises more bytes than the file holds), not a safetensors file, or
+    empty. Reads the headers only (milliseconds); `what` starts the message (`model.path`)."""
+    from safetensors import safe_open
+
+    for file in sorted(Path(directory).glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors' own SafetensorError, or OSError
+            reason = " ".join(str(exc).split())[:120]
+            raise UserError(f"{what}: {file} is truncated or not a safetensors file\n  safetensors: {reason}") from None
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
@@ -83,6 +99,11 @@ def load_policy(model_cfg, device: torch.device | str = "cpu", progress_factory=
             path, dtype=resolve_dtype(model_cfg.dtype, device), trust_remote_code=model_cfg.trust_remote_code)
     except OSError as exc:
         raise UserError(f"model.path={model_cfg.path}: cannot load ({' '.join(str(exc).split())[:300]})") from None
+    except Exception as exc:  # a weight file damaged past its header: safetensors' own error type
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise UserError(f"model.path={model_cfg.path}: a weight file cannot be read "
+                        f"({' '.join(str(exc).split())[:160]})") from None
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False

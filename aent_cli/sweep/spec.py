@@ -208,12 +208,14 @@ def varying_keys(jobs: Sequence[Job]) -> List[str]:
 def _label(jobs: List[Job], sets: Sequence[JobSet]) -> None:
     """A short name per job: its set's label (if any) plus the overrides that tell it apart."""
     varying = set(varying_keys(jobs))
+    by_set: Dict[int, List[Job]] = {}
+    for job in jobs:
+        by_set.setdefault(job.set_index, []).append(job)
+    same_in_set = {index: {k for k, v in _values_by_key(members).items() if len(v) == 1}
+                   for index, members in by_set.items() if sets and sets[index].label}
     for job in jobs:
         named = sets[job.set_index].label if sets else None
-        same_in_set = set()
-        if named:
-            siblings = [j for j in jobs if j.set_index == job.set_index]
-            same_in_set = {k for k, v in _values_by_key(siblings).items() if len(v) == 1}
+        same = same_in_set.get(job.set_index, set()) if named else set()
         parts = ([named] if named else []) + [x for x in job.overrides
-                                              if override_key(x) in varying and override_key(x) not in same_in_set]
+                                              if override_key(x) in varying and override_key(x) not in same]
         job.label = " ".join(parts) or job.text or f"job {job.index}"
