@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
-from aent_cli.config import compose_config, validate
+from aent_cli.config import compose_config, keys, validate
 from aent_cli.errors import ConfigError
 from aent_cli.sweep import runs, summary
 from aent_cli.sweep.ablations import Ablation
@@ -91,8 +91,6 @@ class _Base:
     overrides are applied to and then taken back out of (the composed raw values, interpolations kept)."""
 
     def __init__(self, cfg) -> None:
-        import copy
-
         self.cfg, self.work, self.raw = cfg, copy.deepcopy(cfg), {}
 
     def original(self, key: str):
@@ -119,8 +117,6 @@ def validate_jobs(jobs: Sequence[Job]) -> Iterator:
     yielded is valid until the next is requested (copy it to keep it)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from aent_cli.config import compose_config, keys, validate
 
     parser = OverridesParser.create()
     bases: dict = {}
