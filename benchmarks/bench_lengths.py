@@ -47,8 +47,8 @@ def child(spec: dict) -> dict:
     torch.set_num_threads(1)
     model, tokenizer, cfg = tb.load(spec["model"], "float32", False, "cpu")
     vocab = model.get_output_embeddings().weight.shape[0]
-    batch = tb.make_batch(tb.prompts(spec["model"], tokenizer, cfg, spec["queries"]), spec["n"], spec["lengths"],
-                          vocab, tokenizer.pad_token_id)
+    batch_prompts = tb.prompts(spec["model"], tokenizer, cfg, spec["queries"])
+    batch = tb.make_batch(batch_prompts, spec["n"], spec["lengths"], vocab, tokenizer.pad_token_id)
     advantages = torch.randn(batch.input_ids.shape[0], generator=torch.Generator().manual_seed(1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
     kwargs = dict(temperature=1.0, chunk=cfg.model.logit_chunk, group_size=spec["n"], mini_batch_queries=spec["queries"],
@@ -63,7 +63,9 @@ def child(spec: dict) -> dict:
     started = time.perf_counter()
     optimise(model, optimizer, cfg.algo, batch, advantages, None, None, 0.01, **kwargs)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "tokens": int(batch.response_mask.sum()), "peak_mb": tb.peak_rss_mb() - baseline,
+    peak = tb.peak_rss_mb()
+    return {"seconds": seconds, "tokens": int(batch.response_mask.sum()), "peak_mb": peak - baseline,
+            "process_peak_mb": peak, "prompt_tokens": sum(len(p) for p in batch_prompts),
             "micro_batch_tokens": kwargs.get("micro_batch_tokens", 0), "load": os.getloadavg()[0]}
 
 
@@ -75,6 +77,8 @@ def main() -> None:
     ap.add_argument("--max-lengths", type=int, nargs="+", default=[64, 256, 1024])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--before", type=Path, default=None, help="another aent source tree to compare")
+    ap.add_argument("--before-up-to", type=int, default=None,
+                    help="run the --before tree only at maxima up to this (its padded step can be huge)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -86,30 +90,41 @@ def main() -> None:
     for _ in range(args.rounds):
         for longest in args.max_lengths:
             for name, code in codes:
+                if name == "before" and args.before_up_to and longest > args.before_up_to:
+                    continue
                 spec = {"model": args.model, "queries": args.queries, "n": args.n,
                         "lengths": skewed_lengths(rows, longest)}
                 out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                                      text=True, env={**os.environ, "PYTHONPATH": str(code)})
                 if out.returncode:
                     sys.exit(f"child failed ({name}, max {longest}):\n{out.stderr[-3000:]}")
-                results[(name, longest)].append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(".", end="", file=sys.stderr, flush=True)
+                got = json.loads(out.stdout.strip().splitlines()[-1])
+                results[(name, longest)].append(got)
+                print(f"  {name} max {longest}: {json.dumps(got)}", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     print(f"model {args.model}, fp32 CPU, 1 thread; {rows} sequences ({args.queries} prompts x {args.n}), 5% at the "
           f"maximum, the rest uniform in [max/16, max/4]; {args.rounds} round(s), medians; "
           f"load average {os.getloadavg()[0]:.1f}")
-    header = f"{'code':<7}{'max len':>8}{'resp tok':>9}{'step s':>8}{'ms/token':>9}{'vs shortest':>12}{'peak MB':>9}"
+    prompt_tokens = next(r[0]["prompt_tokens"] for r in results.values() if r)
+    print(f"{prompt_tokens} prompt tokens (each of the {args.queries} distinct prompts counted once); peak MB: the "
+          f"step's peak RSS above the process's before it, and the whole process's peak")
+    header = (f"{'code':<7}{'max len':>8}{'resp tok':>9}{'step s':>8}{'ms/token':>9}{'vs shortest':>12}"
+              f"{'peak MB':>9}{'proc MB':>9}")
     print(header)
     print("-" * len(header))
     for name, _ in codes:
         base = None
         for longest in args.max_lengths:
             got = results[(name, longest)]
+            if not got:
+                print(f"{name:<7}{longest:>8}  not run (--before-up-to {args.before_up_to})")
+                continue
             seconds = statistics.median(r["seconds"] for r in got)
             per_token = 1000 * seconds / got[0]["tokens"]
             base = base or per_token
             print(f"{name:<7}{longest:>8}{got[0]['tokens']:>9}{seconds:8.2f}{per_token:9.3f}{per_token / base:11.2f}x"
-                  f"{statistics.median(r['peak_mb'] for r in got):9.0f}")
+                  f"{statistics.median(r['peak_mb'] for r in got):9.0f}"
+                  f"{statistics.median(r['process_peak_mb'] for r in got):9.0f}")
 
 
 if __name__ == "__main__":
