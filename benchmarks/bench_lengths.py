@@ -2,16 +2,19 @@
 
     python benchmarks/bench_lengths.py                                   # embedded model, 64 sequences
     python benchmarks/bench_lengths.py --model ~/.cache/aent/models/SmolLM2-135M-Instruct \\
-        --queries 2 --n 8 --max-lengths 64 256 --before /tmp/aent-before
+        --queries 4 --n 4 --before /tmp/aent-before --before-up-to 64     # SmolLM2, 16 sequences
 
 One training step (forward + backward of the GRPO + clamped-entropy loss, then AdamW) on `--queries`
-x `--n` sequences whose response lengths are skewed: 3 sequences (5%, at least one) reach the
-maximum, the others are drawn uniformly between max/16 and max/4 (seeded; the same for every
+x `--n` sequences whose response lengths are skewed: 5% of the sequences (at least one: 3 of 64,
+1 of 16) reach the maximum, the others are drawn uniformly between max/16 and max/4 (seeded; the same for every
 configuration). Token ids are uniform over the vocabulary; prompts as in `bench_train_step.py`.
 Each (maximum length x code tree) runs in a fresh process with 1 torch thread, interleaved,
 `--rounds` times. Printed: response tokens, seconds per step, ms per real (response) token, its
-ratio to the smallest maximum's, and the step's peak resident memory above what the process held
-before it (Linux VmHWM after /proc/self/clear_refs).
+ratio to the smallest maximum's, the step's peak resident memory above what the process held
+before it (Linux VmHWM after /proc/self/clear_refs) and the whole process's, and ms per GFLOP of
+the model FLOPs the step must compute (`train_batch.work`: a flat ms/GFLOP means the cost grows
+only with the work). `--before-up-to N` runs the before tree only at maxima up to N; `--flops-only`
+prints each configuration's token counts, model FLOPs and attention's share of them, without timing.
 """
 from __future__ import annotations
 
@@ -49,6 +52,11 @@ def child(spec: dict) -> dict:
     vocab = model.get_output_embeddings().weight.shape[0]
     batch_prompts = tb.prompts(spec["model"], tokenizer, cfg, spec["queries"])
     batch = tb.make_batch(batch_prompts, spec["n"], spec["lengths"], vocab, tokenizer.pad_token_id)
+    work = tb.work(model, batch)
+    counts = {"tokens": int(batch.response_mask.sum()), "prompt_tokens": sum(len(p) for p in batch_prompts),
+              "flops": work["flops"], "attention_flops": work["attention_flops"]}
+    if spec.get("flops_only"):
+        return counts
     advantages = torch.randn(batch.input_ids.shape[0], generator=torch.Generator().manual_seed(1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
     kwargs = dict(temperature=1.0, chunk=cfg.model.logit_chunk, group_size=spec["n"], mini_batch_queries=spec["queries"],
@@ -64,9 +72,34 @@ def child(spec: dict) -> dict:
     optimise(model, optimizer, cfg.algo, batch, advantages, None, None, 0.01, **kwargs)
     seconds = time.perf_counter() - started
     peak = tb.peak_rss_mb()
-    return {"seconds": seconds, "tokens": int(batch.response_mask.sum()), "peak_mb": peak - baseline,
-            "process_peak_mb": peak, "prompt_tokens": sum(len(p) for p in batch_prompts),
+    return {**counts, "seconds": seconds, "peak_mb": peak - baseline, "process_peak_mb": peak,
             "micro_batch_tokens": kwargs.get("micro_batch_tokens", 0), "load": os.getloadavg()[0]}
+
+
+def run_child(spec: dict, code: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(code)})
+    if out.returncode:
+        sys.exit(f"child failed ({code}, max {max(spec['lengths'])}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def print_flops(args, rows: int) -> None:
+    """Model FLOPs of each configuration's step (train_batch.work: what the step must compute), no timing."""
+    print(f"model {args.model}; {rows} sequences ({args.queries} prompts x {args.n}); model FLOPs of one training "
+          f"step (forward + backward), each distinct prompt once")
+    header = (f"{'max len':>8}{'prompt tok':>11}{'resp tok':>9}{'GFLOP':>9}{'MFLOP/resp tok':>15}{'vs shortest':>12}"
+              f"{'attention':>10}")
+    print(header)
+    print("-" * len(header))
+    base = None
+    for longest in args.max_lengths:
+        got = run_child({"model": args.model, "queries": args.queries, "n": args.n, "flops_only": True,
+                         "lengths": skewed_lengths(rows, longest)}, ROOT)
+        per_token = got["flops"] / got["tokens"] / 1e6
+        base = base or per_token
+        print(f"{longest:>8}{got['prompt_tokens']:>11}{got['tokens']:>9}{got['flops'] / 1e9:9.0f}{per_token:15.0f}"
+              f"{per_token / base:11.2f}x{got['attention_flops'] / got['flops']:10.1%}")
 
 
 def main() -> None:
@@ -79,13 +112,17 @@ def main() -> None:
     ap.add_argument("--before", type=Path, default=None, help="another aent source tree to compare")
     ap.add_argument("--before-up-to", type=int, default=None,
                     help="run the --before tree only at maxima up to this (its padded step can be huge)")
+    ap.add_argument("--flops-only", action="store_true", help="print each step's model FLOPs instead of timing it")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
-    codes = ([("before", args.before.resolve())] if args.before else []) + [("after", ROOT)]
     rows = args.queries * args.n
+    if args.flops_only:
+        print_flops(args, rows)
+        return
+    codes = ([("before", args.before.resolve())] if args.before else []) + [("after", ROOT)]
     results = {(name, m): [] for name, _ in codes for m in args.max_lengths}
     for _ in range(args.rounds):
         for longest in args.max_lengths:
@@ -94,11 +131,7 @@ def main() -> None:
                     continue
                 spec = {"model": args.model, "queries": args.queries, "n": args.n,
                         "lengths": skewed_lengths(rows, longest)}
-                out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                                     text=True, env={**os.environ, "PYTHONPATH": str(code)})
-                if out.returncode:
-                    sys.exit(f"child failed ({name}, max {longest}):\n{out.stderr[-3000:]}")
-                got = json.loads(out.stdout.strip().splitlines()[-1])
+                got = run_child(spec, code)
                 results[(name, longest)].append(got)
                 print(f"  {name} max {longest}: {json.dumps(got)}", file=sys.stderr, flush=True)
     print(file=sys.stderr)
@@ -109,7 +142,7 @@ def main() -> None:
     print(f"{prompt_tokens} prompt tokens (each of the {args.queries} distinct prompts counted once); peak MB: the "
           f"step's peak RSS above the process's before it, and the whole process's peak")
     header = (f"{'code':<7}{'max len':>8}{'resp tok':>9}{'step s':>8}{'ms/token':>9}{'vs shortest':>12}"
-              f"{'peak MB':>9}{'proc MB':>9}")
+              f"{'peak MB':>9}{'proc MB':>9}{'ms/GFLOP':>9}")
     print(header)
     print("-" * len(header))
     for name, _ in codes:
@@ -124,7 +157,8 @@ def main() -> None:
             base = base or per_token
             print(f"{name:<7}{longest:>8}{got[0]['tokens']:>9}{seconds:8.2f}{per_token:9.3f}{per_token / base:11.2f}x"
                   f"{statistics.median(r['peak_mb'] for r in got):9.0f}"
-                  f"{statistics.median(r['process_peak_mb'] for r in got):9.0f}")
+                  f"{statistics.median(r['process_peak_mb'] for r in got):9.0f}"
+                  f"{1e12 * seconds / got[0]['flops']:9.1f}")
 
 
 if __name__ == "__main__":
