@@ -63,7 +63,7 @@ def child(spec: dict) -> dict:
                   micro_batch_size=cfg.trainer.micro_batch_size, ppo_epochs=1, grad_clip=1.0,
                   max_response_length=max(spec["lengths"]))
     if "micro_batch_tokens" in cfg.trainer:
-        kwargs["micro_batch_tokens"] = cfg.trainer.micro_batch_tokens
+        kwargs["micro_batch_tokens"] = spec.get("micro_batch_tokens") or cfg.trainer.micro_batch_tokens
     warm = batch.rows(slice(0, spec["n"]))  # one group, for the allocator and kernels
     optimise(model, optimizer, cfg.algo, warm, advantages[:spec["n"]], None, None, 0.01,
              **{**kwargs, "mini_batch_queries": 1})
@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("--before", type=Path, default=None, help="another aent source tree to compare")
     ap.add_argument("--before-up-to", type=int, default=None,
                     help="run the --before tree only at maxima up to this (its padded step can be huge)")
+    ap.add_argument("--micro-batch-tokens", type=int, default=None,
+                    help="trainer.micro_batch_tokens for the after tree (default: the config's, 4,096)")
     ap.add_argument("--flops-only", action="store_true", help="print each step's model FLOPs instead of timing it")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -130,6 +132,7 @@ def main() -> None:
                 if name == "before" and args.before_up_to and longest > args.before_up_to:
                     continue
                 spec = {"model": args.model, "queries": args.queries, "n": args.n,
+                        "micro_batch_tokens": args.micro_batch_tokens,
                         "lengths": skewed_lengths(rows, longest)}
                 got = run_child(spec, code)
                 results[(name, longest)].append(got)
@@ -139,6 +142,8 @@ def main() -> None:
           f"maximum, the rest uniform in [max/16, max/4]; {args.rounds} round(s), medians; "
           f"load average {os.getloadavg()[0]:.1f}")
     prompt_tokens = next(r[0]["prompt_tokens"] for r in results.values() if r)
+    budget = next(r[0]["micro_batch_tokens"] for (name, _), r in results.items() if name == "after" and r)
+    print(f"after: trainer.micro_batch_tokens {budget}")
     print(f"{prompt_tokens} prompt tokens (each of the {args.queries} distinct prompts counted once); peak MB: the "
           f"step's peak RSS above the process's before it, and the whole process's peak")
     header = (f"{'code':<7}{'max len':>8}{'resp tok':>9}{'step s':>8}{'ms/token':>9}{'vs shortest':>12}"
