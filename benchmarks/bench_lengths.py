@@ -112,8 +112,9 @@ def main() -> None:
     ap.add_argument("--before", type=Path, default=None, help="another aent source tree to compare")
     ap.add_argument("--before-up-to", type=int, default=None,
                     help="run the --before tree only at maxima up to this (its padded step can be huge)")
-    ap.add_argument("--micro-batch-tokens", type=int, default=None,
-                    help="trainer.micro_batch_tokens for the after tree (default: the config's, 4,096)")
+    ap.add_argument("--micro-batch-tokens", type=int, nargs="+", default=[None],
+                    help="trainer.micro_batch_tokens for the after tree (default: the config's, 4,096); "
+                         "several values: one row each, interleaved")
     ap.add_argument("--flops-only", action="store_true", help="print each step's model FLOPs instead of timing it")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -124,15 +125,17 @@ def main() -> None:
     if args.flops_only:
         print_flops(args, rows)
         return
-    codes = ([("before", args.before.resolve())] if args.before else []) + [("after", ROOT)]
-    results = {(name, m): [] for name, _ in codes for m in args.max_lengths}
+    budgets = args.micro_batch_tokens
+    codes = ([("before", args.before.resolve(), None)] if args.before else []) + [
+        ("after" if len(budgets) == 1 else f"after@{b}", ROOT, b) for b in budgets]
+    results = {(name, m): [] for name, _, _ in codes for m in args.max_lengths}
     for _ in range(args.rounds):
         for longest in args.max_lengths:
-            for name, code in codes:
+            for name, code, budget in codes:
                 if name == "before" and args.before_up_to and longest > args.before_up_to:
                     continue
                 spec = {"model": args.model, "queries": args.queries, "n": args.n,
-                        "micro_batch_tokens": args.micro_batch_tokens,
+                        "micro_batch_tokens": budget,
                         "lengths": skewed_lengths(rows, longest)}
                 got = run_child(spec, code)
                 results[(name, longest)].append(got)
@@ -142,25 +145,25 @@ def main() -> None:
           f"maximum, the rest uniform in [max/16, max/4]; {args.rounds} round(s), medians; "
           f"load average {os.getloadavg()[0]:.1f}")
     prompt_tokens = next(r[0]["prompt_tokens"] for r in results.values() if r)
-    budget = next(r[0]["micro_batch_tokens"] for (name, _), r in results.items() if name == "after" and r)
-    print(f"after: trainer.micro_batch_tokens {budget}")
+    budget = next(r[0]["micro_batch_tokens"] for (name, _), r in results.items() if name.startswith("after") and r)
+    print(f"after: trainer.micro_batch_tokens {budget if len(budgets) == 1 else 'as named (after@N)'}")
     print(f"{prompt_tokens} prompt tokens (each of the {args.queries} distinct prompts counted once); peak MB: the "
           f"step's peak RSS above the process's before it, and the whole process's peak")
-    header = (f"{'code':<7}{'max len':>8}{'resp tok':>9}{'step s':>8}{'ms/token':>9}{'vs shortest':>12}"
+    header = (f"{'code':<11}{'max len':>8}{'resp tok':>9}{'step s':>8}{'ms/token':>9}{'vs shortest':>12}"
               f"{'peak MB':>9}{'proc MB':>9}{'ms/GFLOP':>9}")
     print(header)
     print("-" * len(header))
-    for name, _ in codes:
+    for name, _, _ in codes:
         base = None
         for longest in args.max_lengths:
             got = results[(name, longest)]
             if not got:
-                print(f"{name:<7}{longest:>8}  not run (--before-up-to {args.before_up_to})")
+                print(f"{name:<11}{longest:>8}  not run (--before-up-to {args.before_up_to})")
                 continue
             seconds = statistics.median(r["seconds"] for r in got)
             per_token = 1000 * seconds / got[0]["tokens"]
             base = base or per_token
-            print(f"{name:<7}{longest:>8}{got[0]['tokens']:>9}{seconds:8.2f}{per_token:9.3f}{per_token / base:11.2f}x"
+            print(f"{name:<11}{longest:>8}{got[0]['tokens']:>9}{seconds:8.2f}{per_token:9.3f}{per_token / base:11.2f}x"
                   f"{statistics.median(r['peak_mb'] for r in got):9.0f}"
                   f"{statistics.median(r['process_peak_mb'] for r in got):9.0f}"
                   f"{1e12 * seconds / got[0]['flops']:9.1f}")
