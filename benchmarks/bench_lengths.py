@@ -14,7 +14,8 @@ ratio to the smallest maximum's, the step's peak resident memory above what the 
 before it (Linux VmHWM after /proc/self/clear_refs) and the whole process's, and ms per GFLOP of
 the model FLOPs the step must compute (`train_batch.work`: a flat ms/GFLOP means the cost grows
 only with the work). `--before-up-to N` runs the before tree only at maxima up to N; `--flops-only`
-prints each configuration's token counts, model FLOPs and attention's share of them, without timing.
+prints each configuration's token counts, model FLOPs and attention's share of them, without timing;
+`--micro-batch-tokens N [M ...]` sets the after tree's token budget (several: one row each).
 """
 from __future__ import annotations
 
