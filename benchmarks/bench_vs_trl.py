@@ -1,8 +1,10 @@
 """Steps per hour of aent against TRL's GRPOTrainer, on the same work, in one invocation.
 
     python benchmarks/bench_vs_trl.py [--steps 8] [--warmup 2] [--threads 1] [--trainers ...] [--base-tree DIR]
+    python benchmarks/bench_vs_trl.py --model ~/.cache/aent/models/SmolLM2-135M-Instruct --max-new-tokens 128 \
+        --prompts 2 --group 4 --steps 2 --warmup 1 --trainers aent-grpo,trl-grpo
 
-Same work for every trainer: the embedded tiny Qwen2 (`load_policy`), the same arithmetic prompts in
+Same work for every trainer: the embedded tiny Qwen2 or `--model DIR` (`load_policy`), the same arithmetic prompts in
 the same order (aent's own query sampler), G completions per prompt, the same max new tokens,
 temperature 1 / top-p 1, one AdamW update per step over the whole batch (same lr, betas, grad
 clip), the PPO clip 0.2, no KL, fp32, no gradient checkpointing, and aent's training reward
@@ -50,7 +52,8 @@ def _peak_rss_mib() -> float:
 
 
 def _overrides(args, algo: str, workdir: Path) -> list[str]:
-    return [f"algo={algo}", "trainer.device=cpu", f"trainer.threads={args.threads}",
+    model = [] if args.model == "tiny" else ["model=hf", f"model.path={Path(args.model).expanduser().resolve()}"]
+    return model + [f"algo={algo}", "trainer.device=cpu", f"trainer.threads={args.threads}",
             f"trainer.batch_size={args.prompts}", f"trainer.mini_batch_size={args.prompts}",
             "trainer.ppo_epochs=1", f"trainer.lr={args.lr}", f"trainer.seed={args.seed}",
             f"rollout.n={args.group}", f"rollout.max_new_tokens={args.max_new_tokens}",
@@ -202,7 +205,7 @@ class Worker:
         self.workdir.mkdir()
         self.log = open(self.workdir / "worker.log", "w+")
         argv = [sys.executable, __file__, "--worker", name, "--workdir", str(self.workdir)]
-        for key in ("steps", "warmup", "threads", "prompts", "group", "max_new_tokens", "lr", "seed"):
+        for key in ("steps", "warmup", "threads", "prompts", "group", "max_new_tokens", "lr", "seed", "model"):
             argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
         env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false",
                    MLFLOW_TRACKING_URI=f"sqlite:///{self.workdir / 'mlflow.db'}")
@@ -289,7 +292,7 @@ def coordinate(args) -> None:
 def report(args, workers, versions: str) -> None:
     load = os.getloadavg()
     print(f"\nSame work per step: {args.prompts} prompts x {args.group} completions, <= {args.max_new_tokens} new "
-          f"tokens, embedded tiny Qwen2, one AdamW update (lr {args.lr}), CPU fp32, {args.threads or 'default'} "
+          f"tokens, {'embedded tiny Qwen2' if args.model == 'tiny' else args.model}, one AdamW update (lr {args.lr}), CPU fp32, {args.threads or 'default'} "
           f"torch thread(s) each.")
     print(f"{args.steps} measured steps per trainer after {args.warmup} warm-up, interleaved round by round. "
           f"{versions}, Python {platform.python_version()}, {os.cpu_count()} CPUs, load average "
@@ -348,6 +351,7 @@ def parse_args(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--lr", type=float, default=None, help="default: aent's trainer.lr")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="tiny", help="tiny (the embedded model) or a model directory (model=hf)")
     ap.add_argument("--base-tree", help="another checkout: also run its aent trainers (rows base-aent-*)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)

@@ -115,7 +115,8 @@ def work(model, batch) -> Dict[str, float]:
     per_sequence = 6 * total * seq_tokens + 3 * 4 * width * cfg.num_hidden_layers * sum(
         causal_pairs(s + n) for s, n in zip(starts, lengths))
     return {"sequences": len(starts), "tokens": prompt_tokens + inputs, "scored": scored,
-            "sequence_tokens": seq_tokens, "flops": float(required), "flops_per_sequence": float(per_sequence)}
+            "sequence_tokens": seq_tokens, "flops": float(required), "flops_per_sequence": float(per_sequence),
+            "attention_flops": float(attention)}
 
 
 def matmul_rate(model, tokens: int, scored: int, device, repeats: int = 2) -> float:
