@@ -19,6 +19,10 @@ def _shorthand(overrides: List[str]) -> List[str]:
 def train(overrides: Optional[List[str]]) -> None:
     overrides = _shorthand(list(overrides or []))
     cfg = load_config(overrides)
+    from aent_cli.config.preflight import check_train
+
+    with user_errors():
+        check_train(cfg)  # writable output folder, tracking store, response length: before any work
     from aent_cli.engine.setup import RunContext
     from aent_cli.engine.trainer import run_training
 
