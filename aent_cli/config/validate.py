@@ -154,13 +154,10 @@ def _relations(cfg: DictConfig) -> Iterator[Tuple[bool, str, Any, str]]:
 
 
 def validate(cfg: DictConfig) -> DictConfig:
-    """Raise ConfigError on the first value out of its choices (config/choices.py), its range (RANGES) or
-    its relation to another key; return cfg unchanged otherwise."""
+    """Raise ConfigError on the first value out of its range (RANGES), its relation to another key or
+    its choices (config/choices.py); return cfg unchanged otherwise. The choices come last: reading the
+    registries imports torch (seconds on a busy machine), so a range error is reported without it."""
     _check_keys_and_floats(cfg)
-    for key, allowed in choices().items():
-        value = _get(cfg, key)
-        if value not in allowed:
-            _fail(key, value, "one of " + ", ".join("null" if c is None else c for c in allowed))
     for key, (holds, allowed) in RANGES.items():
         value = _get(cfg, key)
         if value is not None and not holds(value):
@@ -168,4 +165,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     for holds, key, value, allowed in _relations(cfg):
         if not holds:
             _fail(key, value, allowed)
+    for key, allowed in choices().items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            _fail(key, value, "one of " + ", ".join("null" if c is None else c for c in allowed))
     return cfg
