@@ -1,6 +1,6 @@
 """Cheap checks `aent train`, `aent eval` and `aent report` make before any expensive work: the folders
 they will write into can be written, the MLflow tracking URI is one MLflow can open, and the training
-response length fits the model's positions. Each failure is a one-line ConfigError naming the key
+response length fits the model's positions (engine/setup.py calls that one). Each failure is a one-line ConfigError naming the key
 (exit 2); nothing is created.
 """
 from __future__ import annotations
@@ -116,8 +116,8 @@ def check_eval(cfg: DictConfig) -> None:
 
 
 def check_train(cfg: DictConfig) -> None:
-    """`aent train`'s preflight: output folder, tracking store, response length."""
+    """`aent train`'s preflight: output folder and tracking store. (The response length is checked by
+    engine/setup.py, after the optional backends and on a resumed run's own config, before the model loads.)"""
     check_folder("trainer.output_dir", cfg.trainer.output_dir)
     if cfg.tracking.uri or not cfg.trainer.resume:  # a resumed run reopens the store it was recorded in
         check_store(cfg)
-    check_response_length("rollout.max_new_tokens", cfg.rollout.max_new_tokens, cfg.model)

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from aent_cli.config.preflight import check_response_length
 from aent_cli.data.arithmetic import TEST_SIZE as ARITHMETIC_TEST_SIZE, arithmetic_problems
 from aent_cli.data.problem import Problem
 from aent_cli.data.prompts import render_prompt, resolve_template
@@ -142,6 +143,7 @@ class TrainingSetup:
                             f"trainer.batch_size={cfg.trainer.batch_size}")
         check_divisible(env, cfg.trainer.batch_size, cfg.trainer.mini_batch_size)
         _require_optional_backends(cfg)
+        check_response_length("rollout.max_new_tokens", cfg.rollout.max_new_tokens, cfg.model)
         device = local_device(env, resolve_device(cfg.trainer.device))
         owns_group = not torch.distributed.is_initialized()
         env = init_distributed(env, device, single_process_group=cfg.trainer.backend == "deepspeed")
