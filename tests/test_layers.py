@@ -30,11 +30,12 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("cli",),
     ("sweep",),  # runs training jobs
     ("engine",),  # the training loop; validates with eval's runner
+    ("config",),  # schema, compose, validation: choices read from the registries below, preflight checks
     ("eval",),  # benchmarks, sampling, avg@k / pass@k / maj@k
     ("rollout",),  # generation backends: they run a model
     ("models", "tracking"),  # models: loading, the tiny model (warm-started on data's arithmetic task)
     ("data",),  # problems and prompts; hub rows read their reference with rewards' \boxed{} parser
-    ("rewards", "config"),
+    ("rewards",),
     ("algos",),  # pure tensor functions
     ("cache", "errors"),
 )
@@ -253,9 +254,9 @@ def test_an_upward_and_a_sideways_import_are_caught():
     sources, imports = _synthetic({
         "aent_cli.tracking.bad": "from aent_cli.eval.runner import evaluate_problems\n",
         "aent_cli.rollout.fine": "from aent_cli.models.loading import load_policy\n",
-        "aent_cli.data.side": "def f():\n    from aent_cli.config.schema import Config\n    import aent_cli.errors\n",
+        "aent_cli.data.side": "def f():\n    from aent_cli.rewards.extract import EXTRACTORS\n    import aent_cli.errors\n",
         "aent_cli.models.peer": "import aent_cli.tracking.store\n",
-        "aent_cli.eval.runner": "", "aent_cli.models.loading": "", "aent_cli.config.schema": "",
+        "aent_cli.eval.runner": "", "aent_cli.models.loading": "", "aent_cli.rewards.extract": "",
         "aent_cli.errors": "", "aent_cli.tracking.store": "",
     })
     found = layer_violations(imports)

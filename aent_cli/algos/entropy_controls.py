@@ -13,7 +13,8 @@ stats are logged as `actor/<key>`. "The batch" over which means, fractions and q
 the one compute_loss is given (one micro-batch, as in verl); a token whose gradient a method drops
 keeps its loss *value* (detached), so `actor/pg_loss` stays the PPO loss of every token and compares
 across methods. verl and TRL multiply such tokens by zero instead: the gradient is the same.
-Settings are read from the `algo` config section; missing ones take the published defaults below.
+Settings are read from the `algo` config section; their published defaults (verl's clip_cov_ratio,
+clip_cov_lb/ub, kl_cov_ratio, ppo_kl_coef; Wang et al.'s rho) are the schema's (config/schema.py, AlgoConfig).
 """
 from __future__ import annotations
 
@@ -25,20 +26,12 @@ from aent_cli.algos.aggregation import masked_mean
 from aent_cli.algos.policy import LossAndStats, PolicyLossInput, ppo_clip, ppo_clip_loss
 from aent_cli.algos.registry import POLICY_LOSSES, register
 
-# verl's defaults (clip_cov_ratio, clip_cov_lb, clip_cov_ub, kl_cov_ratio, ppo_kl_coef) and Wang et al.'s rho.
-DEFAULTS = {
-    "cov_ratio": 2e-4,
-    "cov_clip_lower": 1.0,
-    "cov_clip_upper": 5.0,
-    "kl_cov_ratio": 2e-4,
-    "kl_cov_coef": 1.0,
-    "entropy_mask_rho": 0.2,
-}
-
-
 def _setting(algo: Any, key: str) -> float:
-    value = getattr(algo, key, None) if algo is not None else None
-    return DEFAULTS[key] if value is None else float(value)
+    """algo.<key> as a float; ValueError naming the key when the algo section lacks it."""
+    value = getattr(algo, key, None)
+    if value is None:
+        raise ValueError(f"the algo section has no {key} (config/schema.py AlgoConfig holds its default)")
+    return float(value)
 
 
 def token_covariance(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

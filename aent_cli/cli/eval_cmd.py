@@ -24,6 +24,7 @@ def eval_command(
     """Evaluate models on the paper's math benchmarks (avg@k, pass@k, maj@k)."""
     from rich.console import Console
 
+    from aent_cli.config.preflight import check_eval
     from aent_cli.config import validate
     from aent_cli.eval.suite import run_eval
     from aent_cli.tracking import tables
@@ -41,6 +42,7 @@ def eval_command(
             cfg.eval[key] = value
     with user_errors():
         validate(cfg)
+        check_eval(cfg)
         run_eval(cfg, console=tables.console(), progress_console=Console(stderr=True))
 
 

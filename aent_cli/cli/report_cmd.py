@@ -27,16 +27,20 @@ def report_command(
 ) -> None:
     """Build the paper's benchmark table and figures from MLflow runs."""
 
+    from aent_cli.config.preflight import check_folder, check_store
     from aent_cli.tracking import store, tables
     from aent_cli.tracking.report import make_report
     from aent_cli.tracking.tables import to_rich
 
     cfg = load_config(overrides)
     console = tables.console()
+    out_dir = out or Path(cfg.eval.output_dir)
     with user_errors():
+        check_folder("--out" if out else "eval.output_dir", out_dir)
+        check_store(cfg)
         result = make_report(store.client(cfg.tracking.uri, cfg.tracking.artifact_location), run_ids=run, experiment=experiment, parent=parent,
                              labels=label, checkpoint=checkpoint, score=score,
-                             out_dir=out or Path(cfg.eval.output_dir),
+                             out_dir=out_dir,
                              log_to=(experiment or cfg.tracking.experiment) if log else None, smoothing=smooth)
     console.print(to_rich(result.table, title=f"{result.title}, checkpoint: {checkpoint}"))
     for path in result.files:

@@ -20,6 +20,10 @@ def train(overrides: Optional[List[str]]) -> None:
     overrides = _shorthand(list(overrides or []))
     cfg = load_config(overrides)
     # torch and the engine load after the config is valid: a bad key fails in a second
+    from aent_cli.config.preflight import check_train
+
+    with user_errors():
+        check_train(cfg)  # writable output folder, tracking store, response length: before any work
     from aent_cli.engine.setup import RunContext
     from aent_cli.engine.trainer import run_training
 

@@ -80,6 +80,10 @@ def _parse(overrides: List[str]):
 
 
 def _check_group(group: str, option, text: str, options: dict) -> None:
+    if isinstance(option, (list, tuple)) and group != "experiment":
+        # Hydra would merge every listed option into one section (algo=[aent,grpo] runs a hybrid).
+        raise config_error(f"{text}: {group} takes one option, not a list (choices: {', '.join(options[group])}); "
+                           "to run several, use aent sweep or aent ablate")
     if not isinstance(option, str) or option in options[group]:
         return
     close = difflib.get_close_matches(option, options[group], n=1, cutoff=0.5)

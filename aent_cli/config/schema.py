@@ -1,8 +1,14 @@
 """Structured configs: every hyper-parameter of a run, typed, in one place.
 
-The YAML files under `conf/` fill these dataclasses; Hydra checks types against them, and
-`validate.py` checks ranges. Defaults here are the embedded tiny run; the paper's settings live in
-`experiments/`.
+The values here are the one source of defaults. `conf/config.yaml` picks one file per group
+(algo=aent, model=tiny, data=arithmetic, rollout=hf, ...) and each group file sets only what it changes
+on top of these values (tests/test_config_defaults.py refuses a file that restates one). So the default
+run is this schema plus conf/algo/aent.yaml (the AEnt band and coefficient tuned for the tiny model),
+conf/model/tiny.yaml, conf/data/arithmetic.yaml and conf/rollout/hf.yaml; `aent config show` prints it.
+The algo section's band and coefficient values here are the paper's (h_low 0.13, lambda in
+[0.0006, 0.009]); they are what an algo group that sets none of them (grpo, clip_cov, ...) carries.
+The paper's whole settings live in `experiments/`. Hydra checks types against these dataclasses and
+`validate.py` checks ranges and choices.
 """
 from __future__ import annotations
 
@@ -117,13 +123,14 @@ class RewardConfig:
 
 @dataclass
 class TrainerConfig:
+    # Sized for the embedded default on 2 CPU cores (README, "What the default shows").
     steps: int = 60  # global steps (Algorithm 1 iterations)
     batch_size: int = 8  # queries per step
     mini_batch_size: int = 8  # queries per optimiser step
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation below it)
     micro_batch_tokens: int = 4096  # and at most this many tokens per forward/backward (0 = no bound)
     ppo_epochs: int = 1  # mini-epochs over the batch
-    lr: float = 1e-4
+    lr: float = 1e-4  # one Adam step moves every weight by ~lr: larger values undo the warm start
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0
@@ -137,7 +144,7 @@ class TrainerConfig:
     bf16: bool = False
     cpu_offload: bool = False
     val_every: int = 20  # steps between val/acc measurements (also at step 0 and the end); 0 = no validation
-    val_n: int = 4  # samples per val problem (val/acc is avg@val_n)
+    val_n: int = 4  # samples per val problem (val/acc is avg@val_n; avg@4 as the paper reports)
     output_dir: str = "runs"
     run_name: Optional[str] = None
     checkpoint_every: int = 0  # 0 = only at the end

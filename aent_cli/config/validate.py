@@ -1,32 +1,18 @@
-"""Range checks that types alone cannot express. Each failure names the key, the value and the range.
-Also: every float is finite, and every config key is one MLflow can record as a param."""
+"""Checks that types alone cannot express. Each failure names the key, the value and what is allowed:
+the choices of name-selecting keys (derived from the registries, config/choices.py), one range per key
+(the RANGES table), the rules that tie keys together (`_relations`), every float finite, and every
+config key one MLflow can record as a param."""
 from __future__ import annotations
 
 import math
 import posixpath
 import re
-from typing import Any, Iterator, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from aent_cli.config.choices import choices
 from aent_cli.errors import ConfigError
-
-_CHOICES = {
-    "algo.advantage": ("grpo", "drgrpo"),
-    "algo.policy_loss": ("ppo_clip", "reinforce", "clip_cov", "kl_cov", "high_entropy_mask"),
-    "algo.loss_agg": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
-    "algo.bonus": ("none", "full", "clamped"),
-    "algo.coef.mode": ("adaptive", "constant", "target"),
-    "algo.kl_estimator": ("k1", "k3"),
-    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
-    "model.prompt_template": ("auto", "qwen_boxed", "chat", "plain"),
-    "rollout.backend": ("hf", "vllm"),
-    "rollout.mode": ("colocate", "server"),
-    "reward.extractor": (None, "strict", "auto", "last_number"),  # null: train strict, eval auto
-    "reward.percent": ("scale", "number"),
-    "trainer.device": ("auto", "cpu", "cuda"),
-    "trainer.backend": ("torch", "deepspeed"),
-}
 
 
 def _get(cfg: DictConfig, key: str):
@@ -85,116 +71,102 @@ def _check_keys_and_floats(cfg: DictConfig) -> None:
             _fail(key, value, "a finite number")
 
 
+# key -> (test, the allowed range as the error says it). A null value (an optional key left unset) passes.
+Check = Tuple[Callable[[Any], bool], str]
+
+
+def _at_least(bound: int) -> Check:
+    return (lambda v: v >= bound), f">= {bound}"
+
+
+def _above(bound: int) -> Check:
+    return (lambda v: v > bound), f"> {bound}"
+
+
+_FRACTION: Check = (lambda v: 0 < v <= 1), "a fraction in (0, 1]"
+_TOP_P: Check = (lambda v: 0 < v <= 1), "0 < top_p <= 1"
+_TOP_K: Check = (lambda v: v == -1 or v >= 1), "-1 (off) or >= 1"
+
+RANGES: Dict[str, Check] = {
+    "algo.adv_eps": _above(0),
+    "algo.clip_eps_low": _above(0),
+    "algo.clip_eps_high": _above(0),
+    "algo.dual_clip_c": ((lambda v: v > 1), "> 1 (or null to disable)"),
+    "algo.p": ((lambda v: 0.0 <= v < 1.0), "0 <= p < 1"),
+    "algo.h_low": _at_least(0),
+    "algo.coef.init": _at_least(0),
+    "algo.coef.lr": _at_least(0),
+    "algo.coef.start_step": _at_least(0),
+    "algo.coef.start_epoch": _at_least(0),
+    "algo.coef.delta": _at_least(0),
+    "algo.kl_coef": _at_least(0),
+    "algo.cov_ratio": _FRACTION,
+    "algo.kl_cov_ratio": _FRACTION,
+    "algo.entropy_mask_rho": _FRACTION,
+    "algo.kl_cov_coef": _at_least(0),
+    "algo.target_entropy": ((lambda v: v >= 0), ">= 0 (nats)"),
+    "model.logit_chunk": _at_least(1),
+    "data.val_size": _at_least(0),
+    "data.arithmetic_hard_share": ((lambda v: 0.0 <= v <= 1.0), "0 <= share <= 1"),
+    "rollout.n": ((lambda v: v >= 2), "group size >= 2"),
+    "rollout.temperature": _above(0),
+    "rollout.top_p": _TOP_P,
+    "rollout.top_k": _TOP_K,
+    "rollout.max_new_tokens": _at_least(1),
+    "reward.timeout_s": _above(0),
+    "reward.workers": ((lambda v: 0 <= v <= MAX_GRADING_WORKERS), f"0 (auto) to {MAX_GRADING_WORKERS}"),
+    **{f"trainer.{key}": _at_least(1) for key in (
+        "steps", "batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs", "val_n", "keep_checkpoints")},
+    **{f"trainer.{key}": _at_least(0) for key in ("val_every", "checkpoint_every", "threads", "micro_batch_tokens")},
+    "trainer.stop_after": ((lambda v: v >= 1), ">= 1: the last step to run (null = run to trainer.steps)"),
+    "trainer.lr": _at_least(0),
+    "trainer.grad_clip": _above(0),
+    "trainer.zero_stage": ((lambda v: v in (0, 1, 2, 3)), "0, 1, 2 or 3"),
+    "trainer.entropy_collapse_fraction": ((lambda v: 0.0 <= v < 1.0), "0 <= fraction < 1 (0 = off)"),
+    "eval.k": _at_least(1),
+    "eval.temperature": ((lambda v: v >= 0), ">= 0 (0 = greedy)"),
+    "eval.top_p": _TOP_P,
+    "eval.top_k": _TOP_K,
+    "eval.limit": ((lambda v: v >= 1), ">= 1 or null"),
+    "eval.max_new_tokens": _at_least(1),
+    "eval.batch_size": _at_least(1),
+}
+
+
+def _relations(cfg: DictConfig) -> Iterator[Tuple[bool, str, Any, str]]:
+    """(holds?, key, value, allowed) for the rules that tie keys together, in the order they are checked."""
+    a, c, t = cfg.algo, cfg.algo.coef, cfg.trainer
+    steered = c.mode in ("adaptive", "target")  # a constant coefficient has no range to stay in
+    yield a.h_low <= a.h_high, "algo.h_low", a.h_low, f"h_low <= h_high (algo.h_high={a.h_high})"
+    yield not steered or c.min >= 0, "algo.coef.min", c.min, ">= 0"
+    yield (not steered or c.min <= c.init <= c.max, "algo.coef.init", c.init,
+           f"coef.min <= init <= coef.max ([{c.min}, {c.max}])")
+    yield (a.cov_clip_lower < a.cov_clip_upper, "algo.cov_clip_lower", a.cov_clip_lower,
+           f"< algo.cov_clip_upper={a.cov_clip_upper}")
+    yield (c.mode != "target" or a.bonus != "none", "algo.coef.mode", c.mode,
+           "target needs an entropy bonus (algo.bonus=full or clamped)")
+    yield (t.batch_size % t.mini_batch_size == 0, "trainer.mini_batch_size", t.mini_batch_size,
+           f"a divisor of trainer.batch_size={t.batch_size}")
+    yield (not t.bf16 or t.backend == "deepspeed", "trainer.bf16", t.bf16,
+           "only with trainer.backend=deepspeed (torch backend: model.dtype=bfloat16)")
+    yield (not t.cpu_offload or (t.backend == "deepspeed" and t.zero_stage > 0), "trainer.cpu_offload",
+           t.cpu_offload, "only with trainer.backend=deepspeed and trainer.zero_stage >= 1")
+
+
 def validate(cfg: DictConfig) -> DictConfig:
-    """Raise ConfigError on the first out-of-range value; return cfg unchanged otherwise."""
+    """Raise ConfigError on the first value out of its range (RANGES), its relation to another key or
+    its choices (config/choices.py); return cfg unchanged otherwise. The choices come last: reading the
+    registries imports torch (seconds on a busy machine), so a range error is reported without it."""
     _check_keys_and_floats(cfg)
-    for key, choices in _CHOICES.items():
+    for key, (holds, allowed) in RANGES.items():
         value = _get(cfg, key)
-        if value not in choices:
-            _fail(key, value, "one of " + ", ".join("null" if c is None else c for c in choices))
-
-    a, c, t, r = cfg.algo, cfg.algo.coef, cfg.trainer, cfg.rollout
-    if not 0.0 <= a.p < 1.0:
-        _fail("algo.p", a.p, "0 <= p < 1")
-    if a.h_low > a.h_high:
-        _fail("algo.h_low", a.h_low, f"h_low <= h_high (algo.h_high={a.h_high})")
-    if a.h_low < 0:
-        _fail("algo.h_low", a.h_low, ">= 0")
-    if c.init < 0:
-        _fail("algo.coef.init", c.init, ">= 0")
-    if c.mode in ("adaptive", "target"):
-        if c.min < 0:
-            _fail("algo.coef.min", c.min, ">= 0")
-        if not c.min <= c.init <= c.max:
-            _fail("algo.coef.init", c.init, f"coef.min <= init <= coef.max ([{c.min}, {c.max}])")
-    if c.lr < 0:
-        _fail("algo.coef.lr", c.lr, ">= 0")
-    if c.start_step < 0:
-        _fail("algo.coef.start_step", c.start_step, ">= 0")
-    if c.start_epoch is not None and c.start_epoch < 0:
-        _fail("algo.coef.start_epoch", c.start_epoch, ">= 0")
-    for key in ("clip_eps_low", "clip_eps_high"):
-        if a[key] <= 0:
-            _fail(f"algo.{key}", a[key], "> 0")
-    if a.dual_clip_c is not None and a.dual_clip_c <= 1:
-        _fail("algo.dual_clip_c", a.dual_clip_c, "> 1 (or null to disable)")
-    if a.adv_eps <= 0:
-        _fail("algo.adv_eps", a.adv_eps, "> 0")
-    if a.kl_coef < 0:
-        _fail("algo.kl_coef", a.kl_coef, ">= 0")
-    for key in ("cov_ratio", "kl_cov_ratio", "entropy_mask_rho"):
-        if not 0 < a[key] <= 1:
-            _fail(f"algo.{key}", a[key], "a fraction in (0, 1]")
-    if a.cov_clip_lower >= a.cov_clip_upper:
-        _fail("algo.cov_clip_lower", a.cov_clip_lower, f"< algo.cov_clip_upper={a.cov_clip_upper}")
-    if a.kl_cov_coef < 0:
-        _fail("algo.kl_cov_coef", a.kl_cov_coef, ">= 0")
-    if a.target_entropy < 0:
-        _fail("algo.target_entropy", a.target_entropy, ">= 0 (nats)")
-    if c.delta < 0:
-        _fail("algo.coef.delta", c.delta, ">= 0")
-    if c.mode == "target" and a.bonus == "none":
-        _fail("algo.coef.mode", c.mode, "target needs an entropy bonus (algo.bonus=full or clamped)")
-
-    if r.n < 2:
-        _fail("rollout.n", r.n, "group size >= 2")
-    if r.temperature <= 0:
-        _fail("rollout.temperature", r.temperature, "> 0")
-    if not 0 < r.top_p <= 1:
-        _fail("rollout.top_p", r.top_p, "0 < top_p <= 1")
-    if r.top_k == 0 or r.top_k < -1:
-        _fail("rollout.top_k", r.top_k, "-1 (off) or >= 1")
-    if r.max_new_tokens < 1:
-        _fail("rollout.max_new_tokens", r.max_new_tokens, ">= 1")
-
-    for key in ("steps", "batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs", "val_n"):
-        if t[key] < 1:
-            _fail(f"trainer.{key}", t[key], ">= 1")
-    if t.batch_size % t.mini_batch_size:
-        _fail("trainer.mini_batch_size", t.mini_batch_size, f"a divisor of trainer.batch_size={t.batch_size}")
-    if t.lr < 0:
-        _fail("trainer.lr", t.lr, ">= 0")
-    if t.grad_clip <= 0:
-        _fail("trainer.grad_clip", t.grad_clip, "> 0")
-    if t.zero_stage not in (0, 1, 2, 3):
-        _fail("trainer.zero_stage", t.zero_stage, "0, 1, 2 or 3")
-    if t.bf16 and t.backend != "deepspeed":
-        _fail("trainer.bf16", t.bf16, "only with trainer.backend=deepspeed (torch backend: model.dtype=bfloat16)")
-    if t.cpu_offload and (t.backend != "deepspeed" or t.zero_stage == 0):
-        _fail("trainer.cpu_offload", t.cpu_offload, "only with trainer.backend=deepspeed and trainer.zero_stage >= 1")
-    for key in ("val_every", "checkpoint_every", "threads", "micro_batch_tokens"):
-        if t[key] < 0:
-            _fail(f"trainer.{key}", t[key], ">= 0")
-    if t.keep_checkpoints < 1:
-        _fail("trainer.keep_checkpoints", t.keep_checkpoints, ">= 1")
-    if not 0.0 <= t.entropy_collapse_fraction < 1.0:
-        _fail("trainer.entropy_collapse_fraction", t.entropy_collapse_fraction, "0 <= fraction < 1 (0 = off)")
-
-    if cfg.reward.timeout_s <= 0:
-        _fail("reward.timeout_s", cfg.reward.timeout_s, "> 0")
-    if not 0 <= cfg.reward.workers <= MAX_GRADING_WORKERS:
-        _fail("reward.workers", cfg.reward.workers, f"0 (auto) to {MAX_GRADING_WORKERS}")
-    if cfg.model.logit_chunk < 1:
-        _fail("model.logit_chunk", cfg.model.logit_chunk, ">= 1")
-    if not 0.0 <= cfg.data.arithmetic_hard_share <= 1.0:
-        _fail("data.arithmetic_hard_share", cfg.data.arithmetic_hard_share, "0 <= share <= 1")
-    if cfg.data.val_size < 0:
-        _fail("data.val_size", cfg.data.val_size, ">= 0")
-
-    e = cfg.eval
-    if e.k < 1:
-        _fail("eval.k", e.k, ">= 1")
-    if e.temperature < 0:
-        _fail("eval.temperature", e.temperature, ">= 0 (0 = greedy)")
-    if not 0 < e.top_p <= 1:
-        _fail("eval.top_p", e.top_p, "0 < top_p <= 1")
-    if e.limit is not None and e.limit < 1:
-        _fail("eval.limit", e.limit, ">= 1 or null")
-    if e.top_k == 0 or e.top_k < -1:
-        _fail("eval.top_k", e.top_k, "-1 (off) or >= 1")
-    for key in ("max_new_tokens", "batch_size"):
-        if e[key] < 1:
-            _fail(f"eval.{key}", e[key], ">= 1")
-    if e.checkpoint not in ("best", "final", "all"):
-        _fail("eval.checkpoint", e.checkpoint, "one of best, final, all")
+        if value is not None and not holds(value):
+            _fail(key, value, allowed)
+    for holds, key, value, allowed in _relations(cfg):
+        if not holds:
+            _fail(key, value, allowed)
+    for key, allowed in choices().items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            _fail(key, value, "one of " + ", ".join("null" if c is None else c for c in allowed))
     return cfg

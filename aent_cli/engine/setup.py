@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Union
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from aent_cli.config import compose_config
+from aent_cli.config.preflight import check_response_length
 from aent_cli.data.arithmetic import TEST_SIZE as ARITHMETIC_TEST_SIZE, arithmetic_problems
 from aent_cli.data.problem import Problem
 from aent_cli.data.prompts import render_prompt, resolve_template
@@ -81,8 +83,6 @@ def load_split(cfg: DictConfig, which: str) -> List[Problem]:
 def _resume(cfg: DictConfig, context: "RunContext", world_size: int) -> tuple[DictConfig, Path, Path, dict]:
     """(config, run dir, checkpoint, trainer state) of the run `trainer.resume` names: the checks of
     engine/resume.py, all before the model loads; the store is the one the run was recorded in."""
-    from aent_cli.config import compose_config  # Hydra, needed only to resume
-
     t = cfg.trainer
     notify = (lambda message: None) if context.quiet else (lambda message: print(message, file=sys.stderr))
     run_dir, ckpt = choose_checkpoint(t.resume, t.output_dir, bool(t.resume_fallback), notify, world_size)
@@ -147,6 +147,7 @@ class TrainingSetup:
                             f"trainer.batch_size={cfg.trainer.batch_size}")
         check_divisible(env, cfg.trainer.batch_size, cfg.trainer.mini_batch_size)
         _require_optional_backends(cfg)
+        check_response_length("rollout.max_new_tokens", cfg.rollout.max_new_tokens, cfg.model)
         device = local_device(env, resolve_device(cfg.trainer.device))
         owns_group = not torch.distributed.is_initialized()
         env = init_distributed(env, device, single_process_group=cfg.trainer.backend == "deepspeed")
