@@ -80,7 +80,7 @@ def test_stop_ids_and_lean_sampler_match_generate(smollm2):
         assert finished == (ids[-1] in backend.stop_ids) and not set(ids[:-1]) & set(backend.stop_ids)
 
 
-def test_eval_two_problems(smollm2, tmp_path, shared_data):
+def test_eval_two_problems(smollm2, tmp_path, shared_data, mlflow_db):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = runner.invoke(app, ["eval", "--model", str(smollm2), "--bench", "math500", "--limit", "2", "--k", "1",
                                  "eval.max_new_tokens=16", "model.dtype=float32", f"tracking.uri={uri}",
@@ -96,7 +96,7 @@ def test_eval_two_problems(smollm2, tmp_path, shared_data):
     assert metrics["perf/peak_rss_mb"] > 500  # the fp32 weights alone are 538 MB
 
 
-def test_two_train_steps_and_exact_resume(smollm2, tmp_path):
+def test_two_train_steps_and_exact_resume(smollm2, tmp_path, mlflow_db):
     base = _overrides(tmp_path, smollm2) + [
         "data=word_problems", "trainer.steps=2", "trainer.batch_size=2", "trainer.mini_batch_size=2", "rollout.n=2",
         "rollout.max_new_tokens=16", "trainer.val_every=0", "trainer.checkpoint_every=1", "algo.coef.start_step=1",
