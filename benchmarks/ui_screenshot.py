@@ -52,11 +52,12 @@ def make_store(folder: Path) -> str:
 
 
 def browse(url: str, screenshot: Path, timeout_s: float = 180.0) -> str:
-    """The DOM after the page's scripts ran (and a screenshot of it at `screenshot`)."""
-    base = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--window-size=1400,900", "--virtual-time-budget=30000", "--hide-scrollbars"]
-    subprocess.run(base + [f"--screenshot={screenshot}", url], capture_output=True, timeout=timeout_s, check=False)
-    return subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=timeout_s).stdout
+    """The DOM after the page's scripts ran (and a screenshot of it at `screenshot`), from one browser
+    start: new headless Chromium runs --screenshot and --dump-dom on the same page load."""
+    cmd = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--window-size=1400,900", "--virtual-time-budget=30000", "--hide-scrollbars",
+           f"--screenshot={screenshot}", "--dump-dom", url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s).stdout
 
 
 def check_ui(folder: Path, screenshot: Path) -> dict:

@@ -135,7 +135,7 @@ def test_two_ranks_update_as_one_process_on_the_same_data(tmp_path, tiny_cache):
     assert ref["lambda"] == pytest.approx(0.01 + 0.5 * (5.0 - ref["clamped_entropy"]), rel=1e-6)
 
 
-def test_zero3_run_checkpoints_and_resumes_across_two_ranks(tmp_path, tiny_cache):
+def test_zero3_run_checkpoints_and_resumes_across_two_ranks(tmp_path, tiny_cache, mlflow_db):
     pytest.importorskip("deepspeed")
     common = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"trainer.output_dir={tmp_path}/runs",
               "trainer.run_name=ds", "trainer.steps=3", "trainer.batch_size=4", "trainer.mini_batch_size=4",

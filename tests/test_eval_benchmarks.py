@@ -10,6 +10,8 @@ from aent_cli.eval.benchmarks import BENCHMARKS, BenchmarkError, benchmark_names
 from aent_cli.eval.targets import ModelRefError, resolve_model
 
 runner = CliRunner()
+# Every test starts from an empty MLflow store at tmp_path/mlflow.db (conftest): no migrations per test.
+pytestmark = pytest.mark.usefixtures("mlflow_db")
 EXPECTED_ROWS = {"math500": 500, "aime24": 30, "amc23": 40, "minerva": 272, "olympiadbench": 675, "math_hard": 1324}
 
 

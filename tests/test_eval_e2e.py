@@ -44,7 +44,7 @@ def _table(client, run_id, artifact, tmp_path):
     return [dict(zip(data["columns"], row)) for row in data["data"]]
 
 
-def test_eval_tiny_records_mlflow_run_and_tables(tmp_path, monkeypatch, shared_data, arithmetic_jsonl):
+def test_eval_tiny_records_mlflow_run_and_tables(tmp_path, monkeypatch, shared_data, arithmetic_jsonl, mlflow_db):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     path, expected_rows = arithmetic_jsonl

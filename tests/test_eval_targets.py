@@ -11,6 +11,8 @@ from aent_cli.eval.targets import ModelRefError, check_hub_model, looks_like_hub
 from aent_cli.tracking import store
 
 runner = CliRunner()
+# Every test starts from an empty MLflow store at tmp_path/mlflow.db (conftest): no migrations per test.
+pytestmark = pytest.mark.usefixtures("mlflow_db")
 
 
 def _eval(tmp_path, *args):

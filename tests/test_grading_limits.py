@@ -13,6 +13,7 @@ import pytest
 
 from aent_cli.eval.scores import normalize_answer
 from aent_cli.rewards import Grader, extract_answer, grader as grader_module, math_reward
+from proc_wait import thread_gone, wait_busy, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1 << 20
@@ -136,7 +137,9 @@ def test_workers_die_with_a_trainer_killed_by_sigkill():
         assert len(pids) == 3  # two workers and the spare
         for pid in pids:  # each in its own process group, not the trainer's
             assert os.getpgid(pid) == pid != os.getpgid(trainer.pid)
-        time.sleep(1.5)  # both workers are now deep in a power they would compute for minutes
+        # A worker is deep in a power it would compute for minutes (the pool pipelines both pairs to
+        # one worker; the other and the spare wait idle: all three must die with the trainer).
+        wait_busy(pids[:2], every=False)
         assert all(_running(pid) for pid in pids)
         os.kill(trainer.pid, signal.SIGKILL)
         trainer.wait(timeout=10)
@@ -158,6 +161,8 @@ def test_workers_started_from_a_short_lived_thread_survive_it():
         thread.start()
         thread.join()
         pids = g.worker_pids()
-        time.sleep(0.5)
+        # Once the kernel has released the thread, any parent-death signal has been sent; a worker
+        # it killed could not answer the grade below, and its replacement would change the pids.
+        wait_until(lambda: thread_gone(thread.native_id), 30.0, "the starting thread released")
         assert pids and all(_running(pid) for pid in pids)
         assert g.grade(["\\boxed{x = 3}"], ["3"]).correct == [True] and g.worker_pids() == pids

@@ -3,6 +3,7 @@ with SIGKILL between its metric flush and its checkpoint rename resumes with eac
 once; N processes opening a new SQLite store at once all succeed. Every subprocess is bounded by a
 deadline; nothing waits by sleeping."""
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -36,7 +37,7 @@ KILL_AT_RENAME = textwrap.dedent("""
 """)
 
 
-def test_kill_between_flush_and_checkpoint_logs_each_step_once(tmp_path, tiny_cache):
+def test_kill_between_flush_and_checkpoint_logs_each_step_once(tmp_path, tiny_cache, mlflow_db):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["train", f"tracking.uri={uri}", f"trainer.output_dir={tmp_path}/runs", "trainer.run_name=K",
             "trainer.steps=6", "trainer.checkpoint_every=2", "tracking.log_every=1", *SHAPE]
@@ -62,11 +63,11 @@ def test_kill_between_flush_and_checkpoint_logs_each_step_once(tmp_path, tiny_ca
 
 
 OPEN_STORE = textwrap.dedent("""
-    import sys, time
+    import sys
     from aent_cli.tracking import store
-    start = float(sys.argv[2])
-    while time.time() < start:  # all processes open the new store at the same moment
-        pass
+    import mlflow.store.tracking.sqlalchemy_store  # what opening a store imports, before the start line
+    print("ready", flush=True)
+    sys.stdin.readline()  # all processes open the new store at the same moment: when the test says go
     client = store.client(sys.argv[1])
     exp = store.experiment_id(client, "aent")
     run = client.create_run(exp)
@@ -91,10 +92,36 @@ def _run_all(commands, deadline_s):
     return out
 
 
+def _start_together(commands, deadline_s):
+    """Start every command, wait until each has printed its "ready" line, then send all of them the
+    go line at once; (returncode, stdout, stderr) of each."""
+    procs = [subprocess.Popen(cmd, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for cmd in commands]
+    deadline = time.monotonic() + deadline_s
+    for proc in procs:
+        ready = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]
+        if not ready or proc.stdout.readline().strip() != "ready":
+            for p in procs:
+                p.kill()
+            raise AssertionError(f"not ready within {deadline_s} s: {proc.communicate()[1][-2000:]}")
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    out = []
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        out.append((proc.returncode, stdout, stderr))
+    return out
+
+
 def test_three_processes_create_a_new_store_at_once(tmp_path):
     uri = f"sqlite:///{tmp_path}/new.db"
-    start = time.time() + 15  # after every interpreter has imported MLflow, even on a loaded machine
-    results = _run_all([[sys.executable, "-c", OPEN_STORE, uri, str(start)] for _ in range(3)], DEADLINE_S)
+    results = _start_together([[sys.executable, "-c", OPEN_STORE, uri] for _ in range(3)], DEADLINE_S)
     for code, stdout, stderr in results:
         assert code == 0, stderr[-2000:]
     assert len({stdout.strip() for _, stdout, _ in results}) == 1  # one experiment, shared

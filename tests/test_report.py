@@ -18,7 +18,7 @@ STEPS = range(0, 21, 2)
 
 
 @pytest.fixture
-def mlstore(tmp_path, monkeypatch):
+def mlstore(tmp_path, monkeypatch, mlflow_db):
     monkeypatch.chdir(tmp_path)  # artifacts of a fresh SQLite store go under ./mlruns
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = store.client(uri)

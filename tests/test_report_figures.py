@@ -15,7 +15,7 @@ AENT = {"algo.name": "aent", "algo.bonus": "clamped", "algo.coef.mode": "adaptiv
 
 
 @pytest.fixture
-def p_sweep(tmp_path, monkeypatch):
+def p_sweep(tmp_path, monkeypatch, mlflow_db):
     """A sweep parent with AEnt at p=0.2 and p=0.5 and a GRPO reference, val/acc only."""
     monkeypatch.chdir(tmp_path)
     client = store.client(f"sqlite:///{tmp_path}/mlflow.db")

@@ -22,9 +22,10 @@ SHAPE = ["trainer.batch_size=4", "trainer.mini_batch_size=4", "rollout.n=4", "tr
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory, tiny_cache):
+def template(tmp_path_factory, tiny_cache, empty_store):
     """A finished 3-step run with a checkpoint at every step (all kept)."""
     root = tmp_path_factory.mktemp("template")
+    shutil.copyfile(empty_store, root / "mlflow.db")
     result = runner.invoke(app, ["train", f"tracking.uri=sqlite:///{root}/mlflow.db",
                                  f"trainer.output_dir={root}/runs", "trainer.run_name=R", "trainer.steps=3",
                                  "trainer.checkpoint_every=1", "trainer.keep_checkpoints=3", *SHAPE])
@@ -166,7 +167,7 @@ def test_overrides_that_change_the_run_are_refused(run, override, key):
     assert "Traceback" not in out
 
 
-def test_group_override_equal_to_the_default_is_still_refused_on_a_grpo_run(template, tmp_path):
+def test_group_override_equal_to_the_default_is_still_refused_on_a_grpo_run(template, tmp_path, mlflow_db):
     """`resume=R algo=aent` on a GRPO run: the user named aent, the run is GRPO: refused, not ignored."""
     root = tmp_path
     args = [f"tracking.uri=sqlite:///{root}/mlflow.db", f"trainer.output_dir={root}/runs", "trainer.run_name=G",
@@ -189,13 +190,13 @@ def test_allowed_overrides_are_honoured(run, tmp_path):
     assert names == [f"step_{s:06d}" for s in (1, 2, 3, 4, 6)]
 
 
-def test_store_missing_is_refused_and_no_store_is_made(run, tmp_path):
+def test_store_missing_is_refused_and_no_store_is_made(run, tmp_path, empty_store):
     run_dir, args = run
     (tmp_path / "mlflow.db").unlink()
     refused(args, "does not exist", "tracking.uri=")
     assert not (tmp_path / "mlflow.db").exists()
     other = tmp_path / "other.db"
-    store.client(f"sqlite:///{other}")  # an existing store without the run
+    shutil.copyfile(empty_store, other)  # an existing store without the run
     refused([a if not a.startswith("tracking.uri=") else f"tracking.uri=sqlite:///{other}" for a in args],
             "has no run")
 

@@ -11,6 +11,7 @@ from aent_cli.config import compose_config, validate
 from aent_cli.rewards import Grader, default_grader, extract_answer, math_reward
 from aent_cli.rewards.fastpath import quick_verdict
 from aent_cli.rewards.pool import VerifierPool
+from proc_wait import wait_busy
 
 PATHOLOGICAL = "\\boxed{9^{9^{9^{9^{9}}}}}"  # sympy would compute a ~370-million-digit power
 
@@ -224,7 +225,7 @@ def test_worker_crash_scores_error_and_grader_recovers():
         thread = threading.Thread(target=lambda: result.update(b=g.grade([PATHOLOGICAL], ["1"])))
         start = time.monotonic()
         thread.start()  # grading from a non-main thread is supported
-        time.sleep(0.5)
+        wait_busy([pid])  # the worker has taken the pathological pair and is computing it
         os.kill(pid, signal.SIGKILL)
         thread.join(timeout=10)
         assert not thread.is_alive() and time.monotonic() - start < 10

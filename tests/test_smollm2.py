@@ -60,13 +60,20 @@ def _overrides(tmp_path, model_dir):
             "model=hf", f"model.path={model_dir}", "model.dtype=float32"]
 
 
-def test_stop_ids_and_lean_sampler_match_generate(smollm2):
-    from aent_cli.data.prompts import render_prompt
+@pytest.fixture(scope="module")
+def policy(smollm2):
+    """The model and tokenizer in float32, loaded once for the tests that only read them."""
     from aent_cli.models.loading import load_policy
+
+    return load_policy(compose_config(["model=hf", f"model.path={smollm2}", "model.dtype=float32"]).model)
+
+
+def test_stop_ids_and_lean_sampler_match_generate(policy):
+    from aent_cli.data.prompts import render_prompt
     from aent_cli.rollout import SamplingParams
     from aent_cli.rollout.hf import HFRollout
 
-    model, tokenizer = load_policy(compose_config(["model=hf", f"model.path={smollm2}", "model.dtype=float32"]).model)
+    model, tokenizer = policy
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     backend = HFRollout(model, tokenizer)
     assert im_end in backend.stop_ids and backend.stop_ids[0] == tokenizer.eos_token_id
@@ -80,7 +87,7 @@ def test_stop_ids_and_lean_sampler_match_generate(smollm2):
         assert finished == (ids[-1] in backend.stop_ids) and not set(ids[:-1]) & set(backend.stop_ids)
 
 
-def test_eval_two_problems(smollm2, tmp_path, shared_data):
+def test_eval_two_problems(smollm2, tmp_path, shared_data, mlflow_db):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = runner.invoke(app, ["eval", "--model", str(smollm2), "--bench", "math500", "--limit", "2", "--k", "1",
                                  "eval.max_new_tokens=16", "model.dtype=float32", f"tracking.uri={uri}",
@@ -96,7 +103,7 @@ def test_eval_two_problems(smollm2, tmp_path, shared_data):
     assert metrics["perf/peak_rss_mb"] > 500  # the fp32 weights alone are 538 MB
 
 
-def test_two_train_steps_and_exact_resume(smollm2, tmp_path):
+def test_two_train_steps_and_exact_resume(smollm2, tmp_path, mlflow_db):
     base = _overrides(tmp_path, smollm2) + [
         "data=word_problems", "trainer.steps=2", "trainer.batch_size=2", "trainer.mini_batch_size=2", "rollout.n=2",
         "rollout.max_new_tokens=16", "trainer.val_every=0", "trainer.checkpoint_every=1", "algo.coef.start_step=1",
@@ -117,7 +124,7 @@ def test_two_train_steps_and_exact_resume(smollm2, tmp_path):
     assert first["actor/clamped_entropy"] <= first["actor/entropy"]
 
 
-def test_clamped_entropy_kernel_on_real_logits(smollm2):
+def test_clamped_entropy_kernel_on_real_logits(policy):
     """The C kernel (and the torch path) against the float64 definition on this model's own logits
     (V = 49,152: the dropped tail is floor(0.33 V) = 16,220 tokens); the C kernel where a compiler exists."""
     import math
@@ -127,9 +134,8 @@ def test_clamped_entropy_kernel_on_real_logits(smollm2):
     from aent_cli.algos import entropy_native
     from aent_cli.algos.entropy import clamped_entropy, full_entropy
     from aent_cli.data.prompts import render_prompt
-    from aent_cli.models.loading import load_policy
 
-    model, tokenizer = load_policy(compose_config(["model=hf", f"model.path={smollm2}", "model.dtype=float32"]).model)
+    model, tokenizer = policy
     text = render_prompt("What is 4 + 7?", "chat", tokenizer) + "4 + 7 = 11, so the answer is \\boxed{11}."
     with torch.no_grad():
         logits = model(**tokenizer(text, return_tensors="pt")).logits[0]  # [T, 49152]

@@ -2,6 +2,7 @@
 directory; experiments are marked as model training; tables keep full names when piped."""
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from aent_cli.cli.app import app
@@ -9,6 +10,8 @@ from aent_cli.tracking import store
 from aent_cli.tracking.report import make_report
 
 runner = CliRunner()
+# Every test starts from an empty MLflow store at tmp_path/mlflow.db (conftest): no migrations per test.
+pytestmark = pytest.mark.usefixtures("mlflow_db")
 
 
 def _one_train_run(uri, name):

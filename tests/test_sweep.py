@@ -28,14 +28,6 @@ TINY = ["trainer.steps=2", "trainer.val_every=0", "data.val_size=4", "rollout.n=
         "trainer.mini_batch_size=4"]
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its schema created once: a fresh one spends ~10 s in migrations."""
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    store.client(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def bare_cwd(tmp_path, monkeypatch):
     """A fresh working directory: the default store is ./mlflow.db there."""

@@ -31,8 +31,8 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_ui_serves_the_store_on_loopback_and_stops_on_ctrl_c(tmp_path):
-    uri = f"sqlite:///{tmp_path}/ui.db"
+def test_ui_serves_the_store_on_loopback_and_stops_on_ctrl_c(tmp_path, mlflow_db):
+    uri = f"sqlite:///{mlflow_db}"
     experiment_id = store.client(uri).create_experiment("ui-check")
     port = _free_port()
     log = tmp_path / "ui.log"

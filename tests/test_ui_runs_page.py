@@ -12,8 +12,8 @@ from aent_cli.tracking import store
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ui_screenshot.py"
 
 
-def test_runs_url_points_at_the_experiments_runs(tmp_path):
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_runs_url_points_at_the_experiments_runs(mlflow_db):
+    uri = f"sqlite:///{mlflow_db}"
     client = store.client(uri)
     legacy = client.create_experiment("aent")  # as an older aent made it: no experiment kind
     assert runs_url("http://127.0.0.1:5000", uri, "aent") == \
@@ -24,7 +24,7 @@ def test_runs_url_points_at_the_experiments_runs(tmp_path):
 
 @pytest.mark.skipif(not any(map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
                     reason="needs Chromium (Debian: apt-get install -y chromium)")
-def test_printed_url_shows_the_runs_in_a_browser(tmp_path):
+def test_printed_url_shows_the_runs_in_a_browser(tmp_path, mlflow_db):  # make_store opens it
     spec = importlib.util.spec_from_file_location("ui_screenshot", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
