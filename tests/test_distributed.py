@@ -80,6 +80,19 @@ def test_both_backends_implement_the_training_backend_contract():
             assert list(inspect.signature(getattr(cls, name)).parameters) == want, (cls.__name__, name)
 
 
+def test_a_mini_batch_counts_groups_over_all_ranks():
+    """trainer.mini_batch_size is global: with 2 ranks each optimiser step takes half of it from each
+    rank, so batch 8 / mini 4 makes 2 steps per training step as in one process (it made 1 step of
+    8 groups before). That a rank's share of a mini-batch then updates as one process on the union is
+    test_two_ranks_update_as_one_process_on_the_same_data."""
+    from aent_cli.config import compose_config
+    from aent_cli.engine.update import UpdateSettings
+
+    cfg = compose_config(["trainer.batch_size=8", "trainer.mini_batch_size=4"])
+    assert UpdateSettings.from_config(cfg).mini_batch_groups == 4
+    assert UpdateSettings.from_config(cfg, world_size=2).mini_batch_groups == 2
+
+
 def test_world_size_mismatch_on_resume_is_a_user_error(tmp_path, monkeypatch):
     from aent_cli.config import compose_config, validate
     from aent_cli.engine.setup import TrainingSetup

@@ -75,7 +75,7 @@ def train_step(setup: TrainingSetup, coef: EntropyCoef, sampler: QuerySampler, s
     completions = [c for g in generated for c in g.completions]
     answers = [p.answer for p in problems for _ in range(group)]
     updates_per_step = cfg.trainer.ppo_epochs * (cfg.trainer.batch_size // cfg.trainer.mini_batch_size)
-    settings = UpdateSettings.from_config(cfg)
+    settings = UpdateSettings.from_config(cfg, setup.env.world_size)
     old, ref_logp = None, None
     # grading (in the grader's processes) overlaps packing and the old / reference log-prob passes,
     # which need no reward; timing/reward_s is what the trainer then still waits for it

@@ -53,10 +53,13 @@ class UpdateSettings:
     grad_clip: float = 1.0
 
     @classmethod
-    def from_config(cls, cfg) -> "UpdateSettings":
+    def from_config(cls, cfg, world_size: int = 1) -> "UpdateSettings":
+        """`trainer.mini_batch_size` counts groups over all ranks; each rank holds 1/world_size of
+        every mini-batch (setup checks it divides), so an optimiser step sees the same groups as one
+        process's would."""
         t = cfg.trainer
         return cls(temperature=cfg.rollout.temperature, logit_chunk=cfg.model.logit_chunk,
-                   mini_batch_groups=t.mini_batch_size, micro_batch_size=t.micro_batch_size,
+                   mini_batch_groups=t.mini_batch_size // world_size, micro_batch_size=t.micro_batch_size,
                    max_response_length=cfg.rollout.max_new_tokens, micro_batch_tokens=t.micro_batch_tokens,
                    ppo_epochs=t.ppo_epochs, grad_clip=t.grad_clip)
 
