@@ -211,15 +211,17 @@ def main() -> None:
         start = int(aent_params["algo.coef.start_step"])
         print(f"   band [{lo:g}, {hi:g}], lambda in [{cmin:g}, {cmax:g}], updates from step {start}")
         for name, items in by_method.items():
-            inside, at_min, at_max = [], [], []
+            inside, below, above, at_min, at_max = [], [], [], [], []
             for _, hist in items:
                 pts = [(s_, v) for s_, v in sorted(hist.get("actor/clamped_entropy", [])) if s_ >= start]
                 lam = [(s_, v) for s_, v in sorted(hist.get("actor/entropy_coef", [])) if s_ > start]
                 inside.append(mean(lo <= v <= hi for _, v in pts))
+                below.append(mean(v < lo for _, v in pts))
+                above.append(mean(v > hi for _, v in pts))
                 at_min.append(mean(abs(v - cmin) < 1e-12 for _, v in lam))
                 at_max.append(mean(abs(v - cmax) < 1e-12 for _, v in lam))
             extra = f"  lambda at min {fmt(at_min)}, at max {fmt(at_max)}" if name == "AEnt" else ""
-            print(f"   {name:7s} H~ in band {fmt(inside)}{extra}")
+            print(f"   {name:7s} H~ in band {fmt(inside)} (below {fmt(below)}, above {fmt(above)}){extra}")
 
     print("\n6. alarm: lowest actor/entropy_collapse and the warning's step tag")
     for name, items in by_method.items():
