@@ -1,10 +1,10 @@
 """What the embedded default shows (issue 13, points 1-4 and 6), read from MLflow runs.
 
-    python benchmarks/bench_default.py --uri sqlite:///mlflow.db [--parent RUN_ID | --latest] [--no-model]
+    python benchmarks/bench_default.py --uri sqlite:///mlflow.db [--parent RUN_ID... | --latest] [--no-model]
                                        [--figure reports/methods.png]
 
-Takes the GRPO, EntReg and AEnt training runs under a parent run (`aent ablate methods`; default: the
-newest such parent in the store), or with --latest the newest finished training run of each of the
+Takes the GRPO, EntReg and AEnt training runs under one or more parent runs (`aent ablate methods`, e.g.
+one per seed; default: the newest such parent in the store), or with --latest the newest finished training run of each of the
 three methods in the store, and prints, per point:
 1. collapse: GRPO's mean token entropy H of the last 10 steps over that of the first 10 (want <= 0.40);
 2. clamping: at the start of RL (the cached warm-started model, on sampled responses to held-out
@@ -124,7 +124,8 @@ def fmt(xs: List[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--uri", default=["sqlite:///mlflow.db"], nargs="+", help="one store, or several with --latest")
-    ap.add_argument("--parent", default=None, help="the parent run of `aent ablate methods` (default: newest)")
+    ap.add_argument("--parent", default=None, nargs="+",
+                    help="the parent run(s) of `aent ablate methods` (default: newest); several: one per seed")
     ap.add_argument("--latest", action="store_true", help="the newest finished run of each method, not a parent's")
     ap.add_argument("--figure", default=None, help="also draw the methods figure of these runs to this PNG")
     ap.add_argument("--no-model", action="store_true", help="skip the sampled measurements of points 2 and 3")
@@ -146,10 +147,10 @@ def main() -> None:
         print(f"newest finished run per method in {args.uri}: " + ", ".join(
             f"{NAMES[r.data.params['algo.name']]} {r.info.run_id}" for r in runs))
     else:
-        parent = args.parent or newest_parent(client)
-        runs = children(client, parent)
+        parents = args.parent or [newest_parent(client)]
+        runs = [r for parent in parents for r in children(client, parent)]
         client_of = {r.info.run_id: client for r in runs}
-        print(f"parent run {parent}: {len(runs)} training runs in {args.uri[0]}")
+        print(f"parent run(s) {' '.join(parents)}: {len(runs)} training runs in {args.uri[0]}")
     by_method: Dict[str, list] = defaultdict(list)
     for run in runs:
         name = NAMES.get(run.data.params.get("algo.name", ""), run.data.params.get("algo.name", "?"))
