@@ -58,6 +58,14 @@ def children(client, parent: str):
                                max_results=1000)
 
 
+def has_run(client, run_id: str) -> bool:
+    try:
+        client.get_run(run_id)
+        return True
+    except Exception:  # mlflow raises MlflowException for an unknown id
+        return False
+
+
 def values(history: Dict[str, list], key: str) -> List[float]:
     return [v for _, v in sorted(history.get(key, []))]
 
@@ -123,7 +131,7 @@ def fmt(xs: List[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--uri", default=["sqlite:///mlflow.db"], nargs="+", help="one store, or several with --latest")
+    ap.add_argument("--uri", default=["sqlite:///mlflow.db"], nargs="+", help="one store, or several (--latest, or parents in different stores)")
     ap.add_argument("--parent", default=None, nargs="+",
                     help="the parent run(s) of `aent ablate methods` (default: newest); several: one per seed")
     ap.add_argument("--latest", action="store_true", help="the newest finished run of each method, not a parent's")
@@ -148,9 +156,15 @@ def main() -> None:
             f"{NAMES[r.data.params['algo.name']]} {r.info.run_id}" for r in runs))
     else:
         parents = args.parent or [newest_parent(client)]
-        runs = [r for parent in parents for r in children(client, parent)]
-        client_of = {r.info.run_id: client for r in runs}
-        print(f"parent run(s) {' '.join(parents)}: {len(runs)} training runs in {args.uri[0]}")
+        runs, client_of = [], {}
+        for parent in parents:  # each parent in whichever of the stores holds it
+            owner = next((c for c in clients if has_run(c, parent)), None)
+            if owner is None:
+                raise SystemExit(f"parent run {parent} is in none of the stores {args.uri}")
+            for run in children(owner, parent):
+                runs.append(run)
+                client_of[run.info.run_id] = owner
+        print(f"parent run(s) {' '.join(parents)}: {len(runs)} training runs in {' '.join(args.uri)}")
     by_method: Dict[str, list] = defaultdict(list)
     for run in runs:
         name = NAMES.get(run.data.params.get("algo.name", ""), run.data.params.get("algo.name", "?"))
