@@ -1,10 +1,10 @@
 """What the embedded default shows (issue 13, points 1-4 and 6), read from MLflow runs.
 
-    python benchmarks/bench_default.py --uri sqlite:///mlflow.db [--parent RUN_ID | --latest] [--no-model]
+    python benchmarks/bench_default.py --uri sqlite:///mlflow.db [--parent RUN_ID... | --latest] [--no-model]
                                        [--figure reports/methods.png]
 
-Takes the GRPO, EntReg and AEnt training runs under a parent run (`aent ablate methods`; default: the
-newest such parent in the store), or with --latest the newest finished training run of each of the
+Takes the GRPO, EntReg and AEnt training runs under one or more parent runs (`aent ablate methods`, e.g.
+one per seed; default: the newest such parent in the store), or with --latest the newest finished training run of each of the
 three methods in the store, and prints, per point:
 1. collapse: GRPO's mean token entropy H of the last 10 steps over that of the first 10 (want <= 0.40);
 2. clamping: at the start of RL (the cached warm-started model, on sampled responses to held-out
@@ -56,6 +56,14 @@ def children(client, parent: str):
     parent_run = client.get_run(parent)
     return client.search_runs([parent_run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
                                max_results=1000)
+
+
+def has_run(client, run_id: str) -> bool:
+    try:
+        client.get_run(run_id)
+        return True
+    except Exception:  # mlflow raises MlflowException for an unknown id
+        return False
 
 
 def values(history: Dict[str, list], key: str) -> List[float]:
@@ -123,8 +131,9 @@ def fmt(xs: List[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--uri", default=["sqlite:///mlflow.db"], nargs="+", help="one store, or several with --latest")
-    ap.add_argument("--parent", default=None, help="the parent run of `aent ablate methods` (default: newest)")
+    ap.add_argument("--uri", default=["sqlite:///mlflow.db"], nargs="+", help="one store, or several (--latest, or parents in different stores)")
+    ap.add_argument("--parent", default=None, nargs="+",
+                    help="the parent run(s) of `aent ablate methods` (default: newest); several: one per seed")
     ap.add_argument("--latest", action="store_true", help="the newest finished run of each method, not a parent's")
     ap.add_argument("--figure", default=None, help="also draw the methods figure of these runs to this PNG")
     ap.add_argument("--no-model", action="store_true", help="skip the sampled measurements of points 2 and 3")
@@ -146,10 +155,16 @@ def main() -> None:
         print(f"newest finished run per method in {args.uri}: " + ", ".join(
             f"{NAMES[r.data.params['algo.name']]} {r.info.run_id}" for r in runs))
     else:
-        parent = args.parent or newest_parent(client)
-        runs = children(client, parent)
-        client_of = {r.info.run_id: client for r in runs}
-        print(f"parent run {parent}: {len(runs)} training runs in {args.uri[0]}")
+        parents = args.parent or [newest_parent(client)]
+        runs, client_of = [], {}
+        for parent in parents:  # each parent in whichever of the stores holds it
+            owner = next((c for c in clients if has_run(c, parent)), None)
+            if owner is None:
+                raise SystemExit(f"parent run {parent} is in none of the stores {args.uri}")
+            for run in children(owner, parent):
+                runs.append(run)
+                client_of[run.info.run_id] = owner
+        print(f"parent run(s) {' '.join(parents)}: {len(runs)} training runs in {' '.join(args.uri)}")
     by_method: Dict[str, list] = defaultdict(list)
     for run in runs:
         name = NAMES.get(run.data.params.get("algo.name", ""), run.data.params.get("algo.name", "?"))
@@ -211,15 +226,17 @@ def main() -> None:
         start = int(aent_params["algo.coef.start_step"])
         print(f"   band [{lo:g}, {hi:g}], lambda in [{cmin:g}, {cmax:g}], updates from step {start}")
         for name, items in by_method.items():
-            inside, at_min, at_max = [], [], []
+            inside, below, above, at_min, at_max = [], [], [], [], []
             for _, hist in items:
                 pts = [(s_, v) for s_, v in sorted(hist.get("actor/clamped_entropy", [])) if s_ >= start]
                 lam = [(s_, v) for s_, v in sorted(hist.get("actor/entropy_coef", [])) if s_ > start]
                 inside.append(mean(lo <= v <= hi for _, v in pts))
+                below.append(mean(v < lo for _, v in pts))
+                above.append(mean(v > hi for _, v in pts))
                 at_min.append(mean(abs(v - cmin) < 1e-12 for _, v in lam))
                 at_max.append(mean(abs(v - cmax) < 1e-12 for _, v in lam))
             extra = f"  lambda at min {fmt(at_min)}, at max {fmt(at_max)}" if name == "AEnt" else ""
-            print(f"   {name:7s} H~ in band {fmt(inside)}{extra}")
+            print(f"   {name:7s} H~ in band {fmt(inside)} (below {fmt(below)}, above {fmt(above)}){extra}")
 
     print("\n6. alarm: lowest actor/entropy_collapse and the warning's step tag")
     for name, items in by_method.items():

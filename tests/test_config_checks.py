@@ -17,7 +17,8 @@ def base_cfg():
 
 
 def test_choices_are_the_registries():
-    from aent_cli.algos.registry import ADVANTAGES, AGGREGATIONS, ENTROPY_BONUSES, KL_ESTIMATORS
+    from aent_cli.algos.objective import BONUS_ENTROPY
+    from aent_cli.algos.registry import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS
     from aent_cli.rewards.extract import EXTRACTORS
     from aent_cli.rollout import BACKENDS
 
@@ -27,7 +28,7 @@ def test_choices_are_the_registries():
     assert set(c["algo.advantage"]) == set(ADVANTAGES) == {"grpo", "drgrpo"}
     assert set(c["algo.loss_agg"]) == set(AGGREGATIONS)
     assert set(c["algo.kl_estimator"]) == set(KL_ESTIMATORS) == {"k1", "k3"}
-    assert set(c["algo.bonus"]) == {"none"} | set(ENTROPY_BONUSES) == {"none", "full", "clamped"}
+    assert set(c["algo.bonus"]) == {"none"} | set(BONUS_ENTROPY) == {"none", "full", "clamped"}
     assert set(c["reward.extractor"]) == {None} | set(EXTRACTORS)
     assert set(c["rollout.backend"]) == set(BACKENDS) == {"hf", "vllm"}
 
