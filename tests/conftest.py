@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# resume_run: the finished 3-step run (fixtures template, run) that the resume test modules share
+pytest_plugins = ["resume_run"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AENT_DATA_DIR", REPO.parent / "shared" / "data"))
 

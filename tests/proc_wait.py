@@ -4,6 +4,15 @@ import time
 from typing import Callable
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed child of a dead parent can stay a zombie until reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
 def cpu_ticks(pid: int) -> int:
     """User + system CPU time of `pid` in clock ticks (1/100 s on Linux); 0 once it has gone."""
     try:

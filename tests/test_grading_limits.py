@@ -13,7 +13,7 @@ import pytest
 
 from aent_cli.eval.scores import normalize_answer
 from aent_cli.rewards import Grader, extract_answer, grader as grader_module, math_reward
-from proc_wait import thread_gone, wait_busy, wait_until
+from proc_wait import running, thread_gone, wait_busy, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1 << 20
@@ -35,13 +35,6 @@ ADVERSARIAL = {
 }
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a killed child of a dead parent can stay a zombie until reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
 def _cpu_seconds(text: str, mode: str) -> float:
@@ -140,13 +133,13 @@ def test_workers_die_with_a_trainer_killed_by_sigkill():
         # A worker is deep in a power it would compute for minutes (the pool pipelines both pairs to
         # one worker; the other and the spare wait idle: all three must die with the trainer).
         wait_busy(pids[:2], every=False)
-        assert all(_running(pid) for pid in pids)
+        assert all(running(pid) for pid in pids)
         os.kill(trainer.pid, signal.SIGKILL)
         trainer.wait(timeout=10)
         deadline = time.monotonic() + 5.0
-        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        while any(running(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(_running(pid) for pid in pids)
+        assert not any(running(pid) for pid in pids)
     finally:
         if trainer.poll() is None:
             os.killpg(trainer.pid, signal.SIGKILL)
@@ -164,5 +157,5 @@ def test_workers_started_from_a_short_lived_thread_survive_it():
         # Once the kernel has released the thread, any parent-death signal has been sent; a worker
         # it killed could not answer the grade below, and its replacement would change the pids.
         wait_until(lambda: thread_gone(thread.native_id), 30.0, "the starting thread released")
-        assert pids and all(_running(pid) for pid in pids)
+        assert pids and all(running(pid) for pid in pids)
         assert g.grade(["\\boxed{x = 3}"], ["3"]).correct == [True] and g.worker_pids() == pids

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from aent_cli.cli.app import app
 from aent_cli.tracking import store
+from proc_wait import running
 
 
 def _free_port() -> int:
@@ -72,13 +73,6 @@ def test_ui_refuses_a_busy_port(tmp_path):
     assert result.exit_code == 2 and f"port {port} on 127.0.0.1 is in use" in result.output
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a killed child of a dead parent can stay a zombie until reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
 def _serving(port: int) -> list:
@@ -92,7 +86,7 @@ def _serving(port: int) -> list:
             except OSError:
                 continue
             if b"--port" in args and args[args.index(b"--port") + 1:][:1] == [str(port).encode()] \
-                    and any(b"mlflow" in a or b"uvicorn" in a for a in args) and _running(int(entry)):
+                    and any(b"mlflow" in a or b"uvicorn" in a for a in args) and running(int(entry)):
                 out.append(int(entry))
     return out
 
@@ -118,14 +112,14 @@ def test_the_server_dies_with_an_aent_ui_killed_by_sigkill(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.monotonic() + 60
-        while (any(_running(pid) for pid in pids) or _listening(port)) and time.monotonic() < deadline:
+        while (any(running(pid) for pid in pids) or _listening(port)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not any(_running(pid) for pid in pids) and not _listening(port)
+        assert not any(running(pid) for pid in pids) and not _listening(port)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         for pid in pids:
-            if _running(pid):
+            if running(pid):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
@@ -146,10 +140,10 @@ def test_the_guard_kills_a_server_group_that_ignores_sigterm(monkeypatch):
         ui_guard.stop_group(server)
         assert server.returncode == -signal.SIGKILL
         deadline = time.monotonic() + 10
-        while _running(worker) and time.monotonic() < deadline:
+        while running(worker) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(worker)
+        assert not running(worker)
     finally:
         for pid in (server.pid, worker):
-            if _running(pid):
+            if running(pid):
                 os.kill(pid, signal.SIGKILL)
