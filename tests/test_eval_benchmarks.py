@@ -126,5 +126,15 @@ def test_cli_unknown_run_id(tmp_path, shared_data, monkeypatch):
     assert "unknown MLflow run id" in line
 
 
+def test_cli_run_id_without_a_store_creates_none(tmp_path, shared_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "elsewhere" / "mlflow.db"
+    missing.parent.mkdir()
+    line = _one_line(runner.invoke(app, ["eval", "--model", "0" * 32, "--bench", "aime24",
+                                         f"eval.data_dir={shared_data}/benchmarks", f"tracking.uri=sqlite:///{missing}"]))
+    assert f"no MLflow store at sqlite:///{missing}" in line and "tracking.uri" in line
+    assert not missing.exists()  # not created (and migrated) just to find no run in it
+
+
 def test_cli_bad_checkpoint_choice(tmp_path):
     assert "eval.checkpoint" in _one_line(_cli(["--checkpoint", "latest"], tmp_path))

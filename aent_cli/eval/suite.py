@@ -19,7 +19,7 @@ from aent_cli.eval.benchmarks import BenchSource, benchmark_names, load_benchmar
 from aent_cli.eval.progress import EvalProgress
 from aent_cli.eval.recording import EvalRecorder, comparison_table, summary_table
 from aent_cli.eval.runner import BenchResult, evaluate_problems
-from aent_cli.eval.targets import ModelTarget, check_hub_model, looks_like_hub_id, resolve_model
+from aent_cli.eval.targets import ModelRefError, ModelTarget, check_hub_model, looks_like_hub_id, resolve_model
 from aent_cli.rewards import EVAL_EXTRACTOR, Grader
 from aent_cli.rollout import build_rollout
 from aent_cli.rollout.base import SamplingParams
@@ -46,7 +46,16 @@ def plan_eval(cfg: DictConfig) -> EvalPlan:
                for name, source in benchmark_names(list(e.benchmarks))]
     problems = {s.bench.name: load_benchmark(s, e.limit) for s in sources}
     refs = list(e.models) or [cfg.model.path]
-    targets = [t for ref in refs for t in resolve_model(ref, e.checkpoint, lambda: store.client(cfg.tracking.uri))]
+
+    def existing_store():
+        """The store a run id is looked up in; opening a missing SQLite file would create and migrate an
+        empty one (10+ s) only to find no run in it."""
+        if not store.store_exists(cfg.tracking.uri):
+            raise ModelRefError(f"no MLflow store at {store.tracking_uri(cfg.tracking.uri)}: a run id is looked up "
+                                "in tracking.uri's store (set tracking.uri=... to the store of the run)")
+        return store.client(cfg.tracking.uri)
+
+    targets = [t for ref in refs for t in resolve_model(ref, e.checkpoint, existing_store)]
     for path in dict.fromkeys(t.path for t in targets if looks_like_hub_id(t.path)):
         check_hub_model(path)  # seconds, not minutes of download retries, for a hub id that cannot load
     from aent_cli.models.loading import check_weight_files
