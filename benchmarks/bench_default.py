@@ -166,7 +166,9 @@ def main() -> None:
                 client_of[run.info.run_id] = owner
         print(f"parent run(s) {' '.join(parents)}: {len(runs)} training runs in {' '.join(args.uri)}")
     by_method: Dict[str, list] = defaultdict(list)
-    for run in runs:
+    order = list(NAMES)  # GRPO, EntReg, AEnt, whichever job started first
+    for run in sorted(runs, key=lambda r: order.index(r.data.params.get("algo.name"))
+                      if r.data.params.get("algo.name") in order else len(order)):
         name = NAMES.get(run.data.params.get("algo.name", ""), run.data.params.get("algo.name", "?"))
         by_method[name].append((run, store.metric_history(client_of[run.info.run_id], run.info.run_id, KEYS)))
 
