@@ -38,6 +38,18 @@ def test_hand_edited_trainer_state_is_refused_naming_it(run):
     assert "step_000003" in first and "trainer_state.json" in first and "edited" in first
 
 
+def test_hand_edit_with_its_digest_deleted_is_still_refused(run):
+    """A checkpoint with a file manifest always has its state digest: deleting the key is an edit."""
+    run_dir, args = run
+    state_file = ckpt(run_dir, 3) / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["coef"]["value"] = 0.17
+    del state["state_sha256"]
+    state_file.write_text(json.dumps(state))
+    first = refused(args, f"resume={ckpt(run_dir, 2)}")
+    assert "step_000003" in first and "state_sha256" in first
+
+
 def test_reformatted_trainer_state_still_resumes_and_steps_can_change(run):
     """The digest covers the content, not the layout; trainer.steps changes by override, as always."""
     run_dir, args = run
@@ -59,12 +71,14 @@ def test_hand_edited_run_config_is_refused_naming_it(run, edit):
     assert "R/config.yaml" in first and "edited" in first
 
 
-@pytest.mark.parametrize("pointer", ["step_000009", "missing", "../../elsewhere"])
+@pytest.mark.parametrize("pointer", ["step_000009", "missing", "../../elsewhere", "binary"])
 def test_broken_latest_pointer_is_refused_then_taken_with_fallback(run, pointer):
     run_dir, args = run
     latest = run_dir / "checkpoints" / "latest"
     if pointer == "missing":
         latest.unlink()
+    elif pointer == "binary":
+        latest.write_bytes(b"\xff\xfe\x00garbage")
     else:
         latest.write_text(pointer)
     (ckpt(run_dir, 3) / "optimizer.pt").write_bytes(b"garbage")  # the newest intact one is step 2

@@ -174,9 +174,12 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     """The checkpoint the `latest` pointer names, or (pointer lost) the newest step folder."""
     pointer = Path(run_dir) / "checkpoints" / LATEST
     if pointer.is_file():
-        path = pointer.parent / pointer.read_text().strip()
-        if path.is_dir():
-            return path
+        try:
+            path = pointer.parent / pointer.read_text().strip()
+            if path.is_dir():
+                return path
+        except (OSError, UnicodeDecodeError, ValueError):  # garbage (a NUL byte: ValueError); pointer_problem names it
+            pass
     steps = step_checkpoints(run_dir)
     return steps[-1] if steps else None
 
@@ -221,6 +224,8 @@ def verify_checkpoint(ckpt: Path) -> Optional[str]:
     if STATE_DIGEST in state and state[STATE_DIGEST] != state_digest(state):
         return "trainer_state.json was edited after it was written (SHA-256 differs)"
     files = state.get("files")
+    if files is not None and STATE_DIGEST not in state:  # every checkpoint with a manifest has its digest
+        return f"trainer_state.json lacks its {STATE_DIGEST} (edited after it was written)"
     if files is None:  # written before manifests: the files the loaders need, readable headers
         return _verify_without_manifest(Path(ckpt), state)
     for name, meta in files.items():
