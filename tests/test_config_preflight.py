@@ -1,6 +1,7 @@
 """Config input that used to pass validation and fail later (a traceback, exit 1, after work started):
 each is now one line naming the key, exit 2, before anything is loaded or created."""
 import json
+import socket
 
 import pytest
 from omegaconf import OmegaConf
@@ -58,10 +59,29 @@ def test_train_refuses_a_tracking_uri_mlflow_cannot_open(uri, says, tmp_path, bl
 
 
 def test_tracking_uris_mlflow_can_open_pass(tmp_path):
-    for uri in (f"sqlite:///{tmp_path}/new/m.db", "sqlite:///:memory:", "http://127.0.0.1:5000",
-                "postgresql+psycopg2://u@h/db", str(tmp_path / "file-store"), f"file://{tmp_path}/fs"):
-        check_tracking_uri(uri)
+    with socket.socket() as server:  # a tracking server's port: it accepts a connection
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        for uri in (f"sqlite:///{tmp_path}/new/m.db", "sqlite:///:memory:", f"http://127.0.0.1:{port}",
+                    "postgresql+psycopg2://u@h/db", str(tmp_path / "file-store"), f"file://{tmp_path}/fs"):
+            check_tracking_uri(uri)
     assert list(tmp_path.iterdir()) == []  # checking creates nothing
+
+
+def test_a_tracking_server_that_does_not_answer_is_one_line_before_any_folder(tmp_path, blocker):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    line = one_error_line(train(tmp_path, f"tracking.uri=http://127.0.0.1:{port}"))
+    assert f"tracking.uri=http://127.0.0.1:{port}: no tracking server answers" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_an_empty_output_dir_is_refused(tmp_path, blocker):
+    line = one_error_line(train(tmp_path, "trainer.output_dir="))
+    assert "trainer.output_dir: empty" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_folder_problem_on_a_new_nested_folder_creates_nothing(tmp_path):

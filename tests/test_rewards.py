@@ -140,6 +140,10 @@ def test_math_reward_public_function():
         assert math_reward("Thus \\boxed{\\frac{1}{2}}.", "0.5") == 1.0
         assert math_reward("0.5", "\\frac{1}{2}") == 1.0
         assert math_reward("\\boxed{3}", "4") == 0.0
+        assert math_reward("\\boxed{1}", 1) == 1.0 and math_reward("\\boxed{0.5}", 0.5) == 1.0  # a number: its str()
+        for response, answer in (("\\boxed{x}", None), (None, "1"), ("\\boxed{1}", ["1"])):
+            with pytest.raises(TypeError, match="takes text"):
+                math_reward(response, answer)
     finally:
         pids = default_grader().worker_pids()
         default_grader().close()

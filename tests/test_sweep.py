@@ -4,6 +4,7 @@ failure isolation, parallel jobs, Ctrl-C)."""
 import csv
 import io
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -433,3 +434,17 @@ def test_a_9000_job_dry_run_prints_its_ends_and_what_varies(capsys):
     assert "9000 job(s), the first and last 20 shown" in out and "8960 more job(s)" in out
     assert "trainer.seed=2999" in out and "trainer.seed=1000 " not in out
     assert "algo.p: 3 value(s), trainer.seed: 3000 value(s)" in out
+
+
+@pytest.mark.parametrize("overrides,says", [
+    (["trainer.seed=range(1000)", "algo.p=range(1000)"], "expands to 1,000,000 jobs (at most 10,000)"),
+    (["trainer.seed=range(1000000000)"], "expands to 1,000,000,000 jobs"),  # counted, never materialised
+    (["trainer.seed=range(0,10,0)"], "trainer.seed: range() with step 0"),
+])
+def test_a_grid_too_big_or_a_zero_step_is_one_error_before_expansion(overrides, says):
+    from aent_cli.sweep.hydra_session import hydra_session
+    from aent_cli.sweep.spec import SweepFile, expand_jobs
+
+    with hydra_session() as loader:
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            expand_jobs(SweepFile(name="inline"), overrides, loader)

@@ -42,6 +42,8 @@ def folder_problem(path: Path) -> str:
 
 def check_folder(key: str, path) -> None:
     """ConfigError `key=path: why` unless `path` is, or can be created as, a writable folder."""
+    if path is None or not str(path).strip():
+        raise ConfigError(f"{key}: empty; give a folder (e.g. {key}=runs)")
     problem = folder_problem(Path(str(path)))
     if problem:
         raise ConfigError(f"{key}={path}: {problem}")
@@ -69,6 +71,24 @@ def check_tracking_uri(uri: str, key: str = "tracking.uri") -> None:
         check_folder(key, uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):])
     elif not scheme:
         check_folder(key, uri)
+    elif scheme in ("http", "https"):
+        _check_server(uri, key)
+
+
+def _check_server(uri: str, key: str, timeout_s: float = 5.0) -> None:
+    """A tracking server that accepts a connection within `timeout_s` (MLflow's client would retry for
+    minutes, then fail with a traceback after the run folder exists). Does not log in or send a request."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{key}={uri}: no tracking server answers at {parts.hostname}:{port} "
+                          f"({exc.strerror or exc.__class__.__name__})") from None
 
 
 def model_positions(model_cfg: DictConfig) -> Optional[int]:

@@ -149,5 +149,13 @@ def math_reward(response: str, answer: str) -> float:
     """1.0 if the response's final answer equals `answer`, else 0.0, graded as `aent eval` grades
     by default (`auto` extractor, `scale` percent mode). Returns within the time limit (5 s, plus
     extraction, which is linear in the response) even on a first call whose grading process is
-    still starting; a timeout scores 0 (`default_grader().grade` reports it)."""
+    still starting; a timeout scores 0 (`default_grader().grade` reports it).
+
+    Raises TypeError unless `response` is a str and `answer` a str or a number (a number is graded
+    as its str())."""
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(response, str) or not isinstance(answer, str):
+        raise TypeError(f"math_reward(response, answer) takes text: got {type(response).__name__}, "
+                        f"{type(answer).__name__}")
     return float(default_grader().grade([response], [answer]).correct[0])

@@ -21,6 +21,7 @@ only; any other joins the product (and replaces a param or fixed override of the
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -143,16 +144,39 @@ def _parse(parser, items: Sequence[str], where: str):
         raise ConfigError(f"bad override in {where}: {hydra_message(exc)}") from None
 
 
+MAX_JOBS = 10_000  # one sweep; a 9,000-job grid plans in minutes, a million would take hours
+
+
 def _product(parsed) -> List[List[str]]:
     """BasicSweeper's expansion: one list per key (the sweep's values), then their product; a later
     override of the same key replaces an earlier one."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.errors import HydraException
 
+    size = _grid_size(parsed)
+    if size > MAX_JOBS:
+        raise ConfigError(f"the sweep expands to {size:,} jobs (at most {MAX_JOBS:,}): split it into smaller sweeps")
     try:
         return BasicSweeper.split_arguments(list(parsed), None)[0]
     except HydraException as exc:
         raise ConfigError(f"cannot expand the sweep: {hydra_message(exc)}") from None
+
+
+def _grid_size(parsed) -> int:
+    """Jobs the product of these overrides' sweeps makes, counted without expanding them (a
+    range(10**9) would not fit in memory); glob sweeps count 1 here. ConfigError on a zero range step."""
+    size = 1
+    for override in parsed:
+        if not override.is_sweep_override():
+            continue
+        value = override.value()
+        if hasattr(value, "step"):  # RangeSweep
+            if value.step == 0:
+                raise ConfigError(f"{override.key_or_group}: range() with step 0")
+            size *= max(0, math.ceil((value.stop - value.start) / value.step))
+        elif hasattr(value, "list"):  # ChoiceSweep
+            size *= len(value.list)
+    return size
 
 
 def override_key(item: str) -> str:
