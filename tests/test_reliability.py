@@ -127,6 +127,21 @@ def test_truncated_model_file_in_eval_is_one_line_before_any_run(template, tmp_p
     assert not (tmp_path / "eval.db").exists()
 
 
+def test_nan_weights_behind_an_intact_header_are_one_line(template, tmp_path):
+    """Corrupted bytes that still parse: the weights are checked for NaN / inf once loaded."""
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(template / "runs" / "R" / "final", model)
+    tensors = load_file(model / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    first = refused(["eval", "--model", str(model), "--bench", "math500", "--limit", "1", "--k", "1",
+                     f"tracking.uri=sqlite:///{tmp_path}/eval.db"], "NaN or inf")
+    assert "weight " in first
+
+
 def test_truncated_checkpoint_model_in_eval_of_a_run_folder(run, tmp_path):
     run_dir, _ = run
     _truncate(ckpt(run_dir, 2) / "model.safetensors")

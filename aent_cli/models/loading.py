@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -104,7 +104,21 @@ def load_policy(model_cfg, device: torch.device | str = "cpu", progress_factory=
             raise
         raise UserError(f"model.path={model_cfg.path}: a weight file cannot be read "
                         f"({' '.join(str(exc).split())[:160]})") from None
+    model = model.to(device)
+    broken = first_non_finite(model)
+    if broken is not None:  # corrupted bytes past an intact header: NaN / inf weights, sampling would fail later
+        raise UserError(f"model.path={model_cfg.path}: weight {broken} holds NaN or inf (a damaged weight file?)")
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    return model.to(device), tokenizer
+    return model, tokenizer
+
+
+def first_non_finite(model) -> Optional[str]:
+    """The name of the first parameter with a NaN or inf value, or None (one pass over the weights, on
+    their device)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.is_floating_point() and not bool(torch.isfinite(param).all()):
+                return name
+    return None
