@@ -14,7 +14,7 @@ from aent_cli.tracking import store, tables, tags as tag
 
 # Short headers so the terminal table fits 80 columns: problems, grading timeouts / errors,
 # fraction of samples cut at max_new_tokens, mean response length in tokens, generation tokens/s.
-STAT_COLUMNS = ("n", "timeouts", "errors", "cut", "tokens", "tok/s")
+STAT_COLUMNS = ("n", "timeouts", "errors", "cut", "mean len", "tok/s")
 
 
 def summary_table(results: Mapping[str, BenchResult]) -> tables.ScoreTable:
@@ -25,7 +25,7 @@ def summary_table(results: Mapping[str, BenchResult]) -> tables.ScoreTable:
     for bench, result in results.items():
         metrics = result.metrics("m")
         info = {"n": str(len(result.problems)), "timeouts": str(result.timeouts), "errors": str(result.errors),
-                "cut": f"{metrics['m/truncated']:.2f}", "tokens": f"{metrics['m/response_length']:.0f}",
+                "cut": f"{metrics['m/truncated']:.2f}", "mean len": f"{metrics['m/response_length']:.0f}",
                 "tok/s": f"{result.perf.get('gen_tokens_per_s', 0.0):.1f}"}
         title = BENCHMARKS[bench].title if bench in BENCHMARKS else bench
         rows.append(tables.Row(title, dict(result.scores), info))
