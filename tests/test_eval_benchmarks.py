@@ -106,6 +106,7 @@ def _one_line(result):
 
 def test_cli_unknown_benchmark_is_one_line(tmp_path):
     assert "unknown benchmark 'nope'" in _one_line(_cli(["--bench", "nope"], tmp_path))
+    assert "unknown benchmark 'math5000': did you mean math500?" in _one_line(_cli(["--bench", "math5000"], tmp_path))
 
 
 def test_cli_missing_data_dir(tmp_path):

@@ -7,6 +7,7 @@ itself (names, titles, files, hub ids) is plain data in `data/benchmarks.py`.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -47,7 +48,9 @@ def benchmark_names(requested: Sequence[str]) -> List[Tuple[str, Optional[str]]]
                 out.setdefault(key, None)
             continue
         if name not in BENCHMARKS:
-            raise BenchmarkError(f"unknown benchmark {name!r}: choose from {', '.join(BENCHMARKS)} or all")
+            close = difflib.get_close_matches(name, [*BENCHMARKS, ALL], n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise BenchmarkError(f"unknown benchmark {name!r}: {hint}choose from {', '.join(BENCHMARKS)} or all")
         out[name] = source.strip() or None
     if not out:
         raise BenchmarkError("no benchmark selected: pass --bench NAME (or eval.benchmarks=[...])")
