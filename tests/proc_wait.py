@@ -1,7 +1,15 @@
 """Waiting for a process event with a deadline instead of a fixed sleep (Linux /proc)."""
 import os
+import signal
 import time
 from typing import Callable
+
+
+def terminal_sigint() -> None:
+    """preexec_fn for a child that a test interrupts as a terminal's Ctrl-C would: SIGINT handled by
+    default (a test run started in the background by a shell without job control inherits SIGINT
+    ignored, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def running(pid: int) -> bool:

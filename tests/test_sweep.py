@@ -22,6 +22,7 @@ from aent_cli.sweep import expand_jobs, load_sweep_file, plan_sweep
 from aent_cli.sweep.runner import absolute_uri
 from aent_cli.sweep.spec import SweepFile, parse_sweep_file
 from aent_cli.tracking import store
+from proc_wait import terminal_sigint
 
 runner = CliRunner()
 # A handful of cheap steps of the embedded model; validation only at step 0 unless a test asks more.
@@ -312,7 +313,8 @@ def test_ctrl_c_keeps_finished_jobs_and_closes_the_rest(workdir):
     cmd = [sys.executable, "-m", "aent_cli", "sweep", "algo=aent", "trainer.steps=2,400", *TINY[1:]]
     log = workdir / "sweep.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=workdir, start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=terminal_sigint)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None and not _job_has_metrics(workdir / "mlflow.db", 1):

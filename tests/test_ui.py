@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from aent_cli.cli.app import app
 from aent_cli.tracking import store
-from proc_wait import running
+from proc_wait import running, terminal_sigint
 
 
 def _free_port() -> int:
@@ -39,7 +39,8 @@ def test_ui_serves_the_store_on_loopback_and_stops_on_ctrl_c(tmp_path, mlflow_db
     log = tmp_path / "ui.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "aent_cli", "ui", "--port", str(port), f"tracking.uri={uri}"],
-                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=terminal_sigint)
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and proc.poll() is None and "MLflow UI:" not in log.read_text():
