@@ -76,10 +76,8 @@ OPEN_STORE = textwrap.dedent("""
 """)
 
 
-def _run_all(commands, deadline_s):
-    procs = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for cmd in commands]
-    deadline = time.monotonic() + deadline_s
+def _collect(procs, deadline):
+    """(returncode, stdout, stderr) of each process by `deadline` (monotonic); all killed if one is late."""
     out = []
     for proc in procs:
         try:
@@ -90,6 +88,13 @@ def _run_all(commands, deadline_s):
             raise
         out.append((proc.returncode, stdout, stderr))
     return out
+
+
+def _run_all(commands, deadline_s):
+    procs = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in commands]
+    deadline = time.monotonic() + deadline_s
+    return _collect(procs, deadline)
 
 
 def _start_together(commands, deadline_s):
@@ -107,16 +112,7 @@ def _start_together(commands, deadline_s):
     for proc in procs:
         proc.stdin.write("go\n")
         proc.stdin.flush()
-    out = []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        out.append((proc.returncode, stdout, stderr))
-    return out
+    return _collect(procs, deadline)
 
 
 def test_three_processes_create_a_new_store_at_once(tmp_path):
