@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from aent_cli.algos import entropy as ent
 from aent_cli.algos import entropy_select as select
 from aent_cli.algos.entropy import clamped_entropy, full_entropy, reference_clamped_entropy
 
