@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from typer.testing import CliRunner
 
 from aent_cli.cli.app import app
@@ -38,6 +39,14 @@ def _cache_dir() -> Path:
 def smollm2() -> Path:
     """The model folder, built when missing; skips with the reason when it cannot be."""
     out = _cache_dir()
+    if (out / "model.safetensors").is_file() and (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{out}.lock"):  # test workers (pytest-xdist) build it once
+        return _build_smollm2(out)
+
+
+def _build_smollm2(out: Path) -> Path:
     if (out / "model.safetensors").is_file() and (out / "config.json").is_file():
         return out
     missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
