@@ -183,8 +183,7 @@ class TrainingSetup:
             backend = TorchBackend(model, optimizer, env)
         rollout = build_rollout(cfg.rollout, model, tokenizer)
         grader = Grader.from_config(cfg.reward)
-        # math-verify warms up in its processes while the run is set up (where the answers need it)
-        grader.start_for([p.answer for p in train_problems] + [p.answer for p in val_problems])
+        grader.start()  # math-verify warms up in its processes while the run is set up
 
         run_dir.mkdir(parents=True, exist_ok=True)
         if env.is_main:  # rank 0 alone writes the config and records to MLflow

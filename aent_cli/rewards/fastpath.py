@@ -23,12 +23,6 @@ def _integer_key(digits: str) -> str:
     return "-" + magnitude if digits.startswith("-") and magnitude != "0" else magnitude
 
 
-def plain_number(reference: str) -> bool:
-    """True for an integer or decimal answer: a numeric prediction against it is decided here."""
-    ref = canonical(reference)
-    return bool(_INTEGER.fullmatch(ref) or (len(ref) < 100 and _DECIMAL.fullmatch(ref)))
-
-
 def quick_verdict(predicted: str, reference: str) -> Optional[bool]:
     """True/False when the pair is decided without math-verify, else None."""
     pred, ref = canonical(predicted), canonical(reference)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from aent_cli.rewards.extract import TRAIN_EXTRACTOR, check_extractor, extract_answer
-from aent_cli.rewards.fastpath import plain_number, quick_verdict
+from aent_cli.rewards.fastpath import quick_verdict
 from aent_cli.rewards.normalize import PERCENT_MODES
 from aent_cli.rewards.pool import ERROR, OK, TIMEOUT, VerifierPool
 
@@ -74,13 +74,6 @@ class Grader:
         pair for math-verify waits for them to import it, within its time limit). `wait=True`
         returns only once they are ready."""
         self._pool.start(wait)
-
-    def start_for(self, references: Sequence[str]) -> None:
-        """`start()`, unless every reference answer is a plain number: pairs are then decided without
-        math-verify (`fastpath.py`) but for odd predictions, and the processes start on the first pair
-        that needs them instead of costing ~2 CPU s and ~200 MB at every run's start."""
-        if not all(plain_number(r) for r in references):
-            self.start()
 
     def worker_pids(self) -> List[int]:
         return self._pool.pids()
