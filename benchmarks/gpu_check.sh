@@ -8,7 +8,7 @@
 #
 # Rewards are random 0/1 draws: with random weights no answer is ever right, and step time does not
 # depend on which responses are rewarded. Only torch and transformers are needed: the aent pieces
-# used (algos, models.logprobs, rollout.hf, engine.update, engine.distributed) import nothing else.
+# used (algos, models.logprobs, rollout.hf, engine.update, engine.torch_backend) import nothing else.
 #
 #   bash benchmarks/gpu_check.sh            one GPU (CUDA); under 8 minutes on an H100
 #   bash benchmarks/gpu_check.sh --tiny     the same path end to end on CPU, tiny sizes (~1-2 min)
@@ -53,11 +53,12 @@ spec.loader.exec_module(schema)
 
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from aent_cli.algos.advantages import grpo_advantages  # noqa: E402
+from aent_cli.algos.advantages import consecutive_groups, grpo_advantages  # noqa: E402
 from aent_cli.algos.aggregation import masked_mean  # noqa: E402
 from aent_cli.algos.coef import build_coef  # noqa: E402
-from aent_cli.engine.distributed import LOCAL, TorchBackend, init_distributed, shutdown  # noqa: E402
-from aent_cli.engine.update import optimise  # noqa: E402
+from aent_cli.engine.distributed import LOCAL, init_distributed, shutdown  # noqa: E402
+from aent_cli.engine.torch_backend import TorchBackend  # noqa: E402
+from aent_cli.engine.update import StepBatch, UpdateSettings, optimise  # noqa: E402
 from aent_cli.models.logprobs import pack_sequences  # noqa: E402
 from aent_cli.rollout.base import SamplingParams  # noqa: E402
 from aent_cli.rollout.hf import HFRollout  # noqa: E402
@@ -121,11 +122,11 @@ def step(model, backend, rollout, algo, coef, prompts, gen, index):
     rewards = torch.randint(0, 2, (len(completions),), generator=gen).float()
     batch = pack_sequences([g.prompt_ids for g in groups for _ in g.completions], [c.token_ids for c in completions],
                            0).to(DEVICE)
-    advantages = grpo_advantages(rewards, GROUP).to(DEVICE)
-    stats = optimise(model, backend, algo, batch, advantages, None, None, coef.value, temperature=1.0, chunk=CHUNK,
-                     group_size=GROUP, mini_batch_queries=QUERIES, micro_batch_size=MICRO, ppo_epochs=1,
-                     grad_clip=1.0, max_response_length=NEW)
-    measured = stats.pop("_measured")
+    advantages = grpo_advantages(rewards, consecutive_groups(len(rewards), GROUP)).to(DEVICE)
+    settings = UpdateSettings(temperature=1.0, logit_chunk=CHUNK, mini_batch_groups=QUERIES, micro_batch_size=MICRO,
+                              max_response_length=NEW, ppo_epochs=1, grad_clip=1.0)
+    update = optimise(model, backend, algo, StepBatch(batch, advantages), coef.value, settings)
+    stats, measured = update.stats, update.measured
     clamped = float(masked_mean(measured["clamped_entropy"], batch.response_mask))
     coef.update(clamped, index)
     sync()

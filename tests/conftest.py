@@ -11,7 +11,9 @@ pytest_plugins = ["resume_run"]
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AENT_DATA_DIR", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# pytest-xdist runs one test process per core: each takes its share of the cores (no oversubscription)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 
 @pytest.fixture

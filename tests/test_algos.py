@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from aent_cli.algos.advantages import drgrpo_advantages, grpo_advantages
+from aent_cli.algos.advantages import consecutive_groups, drgrpo_advantages, grpo_advantages
 from aent_cli.algos.aggregation import seq_mean_token_mean, seq_mean_token_sum_norm, token_mean
 from aent_cli.algos.coef import AdaptiveEntropyCoef, build_coef
 from aent_cli.algos.kl import kl_k1, kl_k3
@@ -25,25 +25,41 @@ def t(*values):
 
 def test_grpo_advantages_by_hand():
     rewards = t(1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0)  # three groups of 4
-    adv = grpo_advantages(rewards, group_size=4, eps=1e-6)
+    adv = grpo_advantages(rewards, consecutive_groups(12, 4), eps=1e-6)
     # group 1: mean 0.75, unbiased std sqrt((3 * 0.25^2 + 0.75^2) / 3) = 0.5
     # group 3: mean 0.25, the same std 0.5
     expected = t(0.25, -0.75, 0.25, 0.25, 0, 0, 0, 0, 0.75, -0.25, -0.25, -0.25) / (0.5 + 1e-6)
     expected[4:8] = 0.0
     torch.testing.assert_close(adv, expected)
     assert torch.equal(adv[4:8], torch.zeros(4))  # all-equal group: exactly 0, no NaN
-    assert torch.isfinite(grpo_advantages(torch.ones(6), 3)).all()
+    assert torch.isfinite(grpo_advantages(torch.ones(6), consecutive_groups(6, 3))).all()
 
 
 def test_drgrpo_advantages_by_hand():
-    adv = drgrpo_advantages(t(1, 0, 1, 1, 2, 2), group_size=3)
+    adv = drgrpo_advantages(t(1, 0, 1, 1, 2, 2), consecutive_groups(6, 3))
     torch.testing.assert_close(adv, t(1 / 3, -2 / 3, 1 / 3, -2 / 3, 1 / 3, 1 / 3))  # group means 2/3, 5/3
-    assert torch.equal(drgrpo_advantages(t(0.5, 0.5), 2), torch.zeros(2))
+    assert torch.equal(drgrpo_advantages(t(0.5, 0.5), consecutive_groups(2, 2)), torch.zeros(2))
 
 
-def test_advantages_reject_ragged_groups():
-    with pytest.raises(ValueError, match="groups of 4"):
-        grpo_advantages(torch.zeros(6), 4)
+def test_advantages_reject_a_group_index_of_another_shape():
+    with pytest.raises(ValueError, match="same 1-d shape"):
+        grpo_advantages(torch.zeros(6), consecutive_groups(4, 2))
+
+
+@pytest.mark.parametrize("estimator", [grpo_advantages, drgrpo_advantages])
+def test_advantages_follow_the_group_index_not_row_order(estimator):
+    """Groups of 3, 1 and 4 rows, interleaved, with arbitrary labels: each row gets what its group alone,
+    as adjacent rows, would give; the one-row group gets 0."""
+    rewards = t(1, 0, 0.5, 1, 0, 1, 1, 0)
+    group_index = torch.tensor([7, 2, 7, 9, 2, 2, 7, 2])
+    got = estimator(rewards, group_index)
+    for label in (2, 7, 9):
+        rows = (group_index == label).nonzero().flatten()
+        alone = estimator(rewards[rows], torch.zeros(len(rows), dtype=torch.long))
+        assert torch.equal(got[rows], alone), label
+    assert got[3] == 0.0
+    perm = torch.tensor([5, 0, 3, 7, 1, 6, 2, 4])
+    assert torch.equal(estimator(rewards[perm], group_index[perm]), got[perm])
 
 
 # ---- policy losses ---------------------------------------------------------------------------------

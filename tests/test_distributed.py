@@ -205,12 +205,12 @@ def _fixed_data(tokenizer, seed: int = 0):
 
 
 def _batch(prompts, responses, rewards, queries, tokenizer, algo):
-    from aent_cli.algos.advantages import grpo_advantages
+    from aent_cli.algos.advantages import consecutive_groups, grpo_advantages
     from aent_cli.models.logprobs import pack_sequences
 
     rows = [q * GROUP + j for q in queries for j in range(GROUP)]
     batch = pack_sequences([prompts[r // GROUP] for r in rows], [responses[r] for r in rows], tokenizer.pad_token_id)
-    return batch, grpo_advantages(rewards[rows], GROUP, algo.adv_eps)
+    return batch, grpo_advantages(rewards[rows], consecutive_groups(len(rows), GROUP), algo.adv_eps)
 
 
 def _two_steps(model, backend, batch, advantages, algo, env):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aent_cli.algos import entropy as ent
-from aent_cli.algos.advantages import drgrpo_advantages, grpo_advantages
+from aent_cli.algos.advantages import consecutive_groups, drgrpo_advantages, grpo_advantages
 from aent_cli.algos.entropy import clamped_entropy, full_entropy
 
 NEG_INF = float("-inf")
@@ -20,19 +20,20 @@ NEG_INF = float("-inf")
 def test_equal_reward_groups_get_exactly_zero(value, estimator):
     for group in (2, 3, 7, 8, 16):
         rewards = torch.full((2 * group,), value)
-        assert torch.equal(estimator(rewards, group), torch.zeros(2 * group)), (value, group)
+        got = estimator(rewards, consecutive_groups(2 * group, group))
+        assert torch.equal(got, torch.zeros(2 * group)), (value, group)
 
 
 def test_equal_rewards_reached_by_different_sums_are_equal():
     """1.1 as 0.1 + 1.0 (format + correct) and as 1.1 differ by an ulp in float32: still no push."""
     rewards = torch.tensor([0.1 + 1.0, 1.1, 1.1, torch.tensor(0.1) + torch.tensor(1.0)], dtype=torch.float32)
-    assert torch.equal(grpo_advantages(rewards, 4), torch.zeros(4))
+    assert torch.equal(grpo_advantages(rewards, consecutive_groups(len(rewards), 4)), torch.zeros(4))
 
 
 def test_mixed_groups_keep_their_advantages():
     """Only equal groups are zeroed; the others equal the float64 definition."""
     rewards = torch.tensor([0.1] * 4 + [0.0, 1.1, 1.1, 0.1])
-    got = grpo_advantages(rewards, 4)
+    got = grpo_advantages(rewards, consecutive_groups(len(rewards), 4))
     assert torch.equal(got[:4], torch.zeros(4))
     r = rewards[4:].double()
     ref = (r - r.mean()) / (r.std() + 1e-6)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from typer.testing import CliRunner
 
 from aent_cli.cli.app import app
@@ -38,6 +39,14 @@ def _cache_dir() -> Path:
 def smollm2() -> Path:
     """The model folder, built when missing; skips with the reason when it cannot be."""
     out = _cache_dir()
+    if (out / "model.safetensors").is_file() and (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{out}.lock"):  # test workers (pytest-xdist) build it once
+        return _build_smollm2(out)
+
+
+def _build_smollm2(out: Path) -> Path:
     if (out / "model.safetensors").is_file() and (out / "config.json").is_file():
         return out
     missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
@@ -106,14 +115,14 @@ def test_eval_two_problems(smollm2, tmp_path, shared_data, mlflow_db):
 def test_two_train_steps_and_exact_resume(smollm2, tmp_path, mlflow_db):
     base = _overrides(tmp_path, smollm2) + [
         "data=word_problems", "trainer.steps=2", "trainer.batch_size=2", "trainer.mini_batch_size=2", "rollout.n=2",
-        "rollout.max_new_tokens=16", "trainer.val_every=0", "trainer.checkpoint_every=1", "algo.coef.start_step=1",
-        "algo.coef.lr=0.1"]
+        "rollout.max_new_tokens=16", "trainer.val_every=0", "algo.coef.start_step=1", "algo.coef.lr=0.1"]
 
     def train(extra):
         return run_training(validate(compose_config(base + extra)), RunContext(quiet=True))
 
+    # a checkpoint is 1.6 GB here (weights + AdamW moments): only the interrupted run writes one mid-run
     full = train(["trainer.run_name=full"])
-    cut = train(["trainer.run_name=cut", "trainer.stop_after=1"])
+    cut = train(["trainer.run_name=cut", "trainer.stop_after=1", "trainer.checkpoint_every=1"])
     resumed = train([f"trainer.resume={cut.run_dir}"])
     assert [h["step"] for h in full.history] == [1, 2] and [h["step"] for h in resumed.history] == [2]
     for key, value in full.history[1].items():

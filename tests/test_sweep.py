@@ -35,7 +35,13 @@ def bare_cwd(tmp_path, monkeypatch):
     """A fresh working directory: the default store is ./mlflow.db there."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
+    yield tmp_path
+    # joblib keeps its loky worker processes for the next sweep in this process; they were started in
+    # tmp_path, which pytest deletes once the test passed, so the next sweep's jobs would find no cwd
+    from joblib.externals.loky import reusable_executor
+
+    if reusable_executor._executor is not None:
+        reusable_executor._executor.shutdown(wait=True)
 
 
 @pytest.fixture

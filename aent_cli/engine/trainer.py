@@ -91,8 +91,8 @@ def train_step(setup: TrainingSetup, coef: EntropyCoef, sampler: QuerySampler, s
         t_old = time.perf_counter()
         graded = grading.result()
     rewards = torch.tensor(graded.rewards, dtype=torch.float32)
-    advantages = lookup(ADVANTAGES, algo.advantage, "advantage estimator")(rewards, group, algo.adv_eps)
-    advantages = advantages.to(setup.device)
+    estimator = lookup(ADVANTAGES, algo.advantage, "advantage estimator")
+    advantages = estimator(rewards, batch.group_index.cpu(), algo.adv_eps).to(setup.device)
     t_reward = time.perf_counter()
 
     update = optimise(setup.model, setup.backend, algo, StepBatch(batch, advantages, old, ref_logp), coef.value,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from filelock import FileLock
 
 from aent_cli.cache import cache_root
 from aent_cli.data.arithmetic import TASK_VERSION, arithmetic_problems, direct_response, worked_response
@@ -133,14 +134,22 @@ def warm_start(model, tokenizer, steps: int, seed: int, progress: Optional[Calla
 def ensure_tiny_model(steps: int, seed: int, progress_factory=None) -> Path:
     """Path of the cached warm-started model for this recipe, building it on first use.
 
-    Written to a temporary folder and renamed into place, so an interrupted warm start never leaves
-    a half-written model behind and concurrent runs agree on the result.
+    Built under a file lock, so concurrent first runs (a sweep's jobs, test workers) build it once and
+    the others wait for it; written to a temporary folder and renamed into place, so an interrupted
+    warm start never leaves a half-written model behind.
     """
     rec = recipe(steps, seed)
     target = cache_root() / f"tiny-{recipe_key(rec)}"
     if (target / "recipe.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if not (target / "recipe.json").is_file():  # not built by another process while this one waited
+            _build(target, rec, steps, seed, progress_factory)
+    return target
+
+
+def _build(target: Path, rec: dict, steps: int, seed: int, progress_factory) -> None:
     rng_state = (random.getstate(), torch.get_rng_state())
     started = time.time()
     progress = progress_factory(steps) if progress_factory else None  # its first line comes now
@@ -153,11 +162,6 @@ def ensure_tiny_model(steps: int, seed: int, progress_factory=None) -> Path:
     try:
         save_model_dir(model, tokenizer, tmp)
         (tmp / "recipe.json").write_text(json.dumps({**rec, "warmstart_seconds": time.time() - started}, indent=2))
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished first: keep theirs
-            if not (target / "recipe.json").is_file():
-                raise
+        os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
