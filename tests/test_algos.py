@@ -260,3 +260,13 @@ def test_build_coef_converts_start_epoch_to_the_first_step_of_that_epoch():
     assert half.start_step == 7  # round(1.5 * 4) + 1
     by_step = build_coef(algo(coef=CoefConfig(start_step=5, start_epoch=None)), steps_per_epoch=100)
     assert by_step.start_step == 5
+
+
+def test_advantages_refuse_non_finite_rewards_and_a_float_index():
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            grpo_advantages(t(1, bad), consecutive_groups(2, 2))
+    with pytest.raises(ValueError, match="integers"):
+        drgrpo_advantages(t(1, 0), torch.zeros(2))
+    with pytest.raises(ValueError, match="group_size"):
+        consecutive_groups(6, 0)

@@ -80,3 +80,17 @@ def test_verbose_adds_hydra_detail():
     assert quiet.exit_code == loud.exit_code == 2
     assert len(loud.output.splitlines()) > len(quiet.output.splitlines())
     assert "Ambiguous value" in loud.output
+
+
+@pytest.mark.parametrize("override", ["algo=3", "algo=1.5", "algo=null", "model=true", "trainer=3"])
+def test_a_group_choice_that_is_not_a_name_is_one_line(override):
+    group = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^unknown {group} .* in {override} \(choices: "):
+        compose_config([override])
+
+
+def test_an_empty_resume_is_refused_not_a_new_run():
+    from aent_cli.config import validate
+
+    with pytest.raises(ConfigError, match="trainer.resume='' is out of range: a run folder"):
+        validate(compose_config(["trainer.resume="]))

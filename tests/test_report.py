@@ -146,3 +146,14 @@ def test_figure_helper_and_smoothing(tmp_path):
     assert smooth([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
     path = plot_metric_over_steps({"a": [(0, 1.0), (1, 2.0)], "b": []}, "T", "y", tmp_path / "x" / "f.png")
     assert path.is_file() and path.stat().st_size > 5_000
+
+
+def test_cli_report_on_a_store_that_does_not_exist_creates_none(tmp_path):
+    from typer.testing import CliRunner
+
+    from aent_cli.cli.app import app
+
+    result = CliRunner().invoke(app, ["report", "--experiment", "nope", f"tracking.uri=sqlite:///{tmp_path}/none.db",
+                                      "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 2 and "does not exist" in result.output, result.output
+    assert not (tmp_path / "none.db").exists()

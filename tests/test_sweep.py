@@ -150,6 +150,8 @@ def test_sweep_file_errors_are_config_errors(tmp_path):
         parse_sweep_file({"param": {"algo.p": "0.1"}}, None, "x")
     with pytest.raises(ConfigError, match="only hydra.sweeper.params"):
         parse_sweep_file({"hydra": {"launcher": {"n_jobs": 2}}}, None, "x")
+    with pytest.raises(ConfigError, match="jobs must be a list of override sets, got 3"):
+        parse_sweep_file({"jobs": 3}, None, "x")
     with pytest.raises(ConfigError, match="no sweep file 'nope'.*methods"):
         load_sweep_file("nope")
     with pytest.raises(ConfigError, match="bad override in the command line"):

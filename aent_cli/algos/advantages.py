@@ -29,6 +29,8 @@ class _Groups(NamedTuple):
 
 def consecutive_groups(n_rows: int, group_size: int) -> torch.Tensor:
     """[n_rows] int64 group index of `group_size` consecutive rows per group (0,0,..,1,1,..)."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
     return torch.arange(n_rows) // group_size
 
 
@@ -36,6 +38,10 @@ def _groups(rewards: torch.Tensor, group_index: torch.Tensor) -> _Groups:
     if group_index.shape != rewards.shape or rewards.dim() != 1:
         raise ValueError(f"rewards {tuple(rewards.shape)} and group_index {tuple(group_index.shape)} must be "
                          "the same 1-d shape")
+    if group_index.dtype.is_floating_point or group_index.dtype.is_complex:
+        raise ValueError(f"group_index must hold integers, got {group_index.dtype}")
+    if rewards.dtype.is_floating_point and not bool(torch.isfinite(rewards).all()):
+        raise ValueError("rewards must be finite (a reward function returned NaN or inf)")
     _, of_row = torch.unique(group_index.to(rewards.device), return_inverse=True)
     return _Groups(rewards.to(torch.float64), of_row, torch.bincount(of_row).to(torch.float64))
 
@@ -60,7 +66,7 @@ def grpo_advantages(rewards: torch.Tensor, group_index: torch.Tensor, eps: float
 
     rewards [N], group_index [N] int -> advantages [N] float32, computed in float64. Uses the unbiased std
     as verl and TRL do. A group of equal rewards (spread within a few ulps), or of one row, gets exactly 0.
-    Raises ValueError when the two shapes differ.
+    Raises ValueError when the two shapes differ, a reward is NaN or inf, or the index is not integer.
     """
     g = _groups(rewards, group_index)
     centred = _centred(g)
@@ -73,7 +79,7 @@ def grpo_advantages(rewards: torch.Tensor, group_index: torch.Tensor, eps: float
 def drgrpo_advantages(rewards: torch.Tensor, group_index: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Dr. GRPO (Liu et al. 2025): r - mean, without the std scaling that up-weights near-uniform groups.
     rewards [N], group_index [N] int -> advantages [N] float32; a group of equal rewards gets exactly 0.
-    Raises ValueError when the two shapes differ."""
+    Raises ValueError as grpo_advantages does."""
     del eps
     g = _groups(rewards, group_index)
     return _centred(g).masked_fill(_equal(rewards, g), 0.0).to(torch.float32)

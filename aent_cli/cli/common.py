@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional
 
@@ -42,3 +43,18 @@ def user_errors() -> Iterator[None]:
 def load_config(overrides: Optional[Iterable[str]]) -> DictConfig:
     with user_errors():
         return validate(compose_config(list(overrides or [])))
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM (`kill`, `timeout`, Slurm's scancel and end of walltime) stops the command
+    the way Ctrl-C does: a training run is marked KILLED in MLflow instead of staying RUNNING."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

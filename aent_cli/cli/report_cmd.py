@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from aent_cli.cli.common import load_config, user_errors
+from aent_cli.errors import UserError
 
 
 def report_command(
@@ -38,6 +39,8 @@ def report_command(
     with user_errors():
         check_folder("--out" if out else "eval.output_dir", out_dir)
         check_store(cfg)
+        if not store.store_exists(cfg.tracking.uri):  # report only reads: opening it would create one
+            raise UserError(f"tracking.uri: the store {store.tracking_uri(cfg.tracking.uri)} does not exist")
         result = make_report(store.client(cfg.tracking.uri, cfg.tracking.artifact_location), run_ids=run, experiment=experiment, parent=parent,
                              labels=label, checkpoint=checkpoint, score=score,
                              out_dir=out_dir,

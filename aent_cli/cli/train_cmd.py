@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from aent_cli.cli.common import load_config, user_errors
+from aent_cli.cli.common import load_config, sigterm_interrupts, user_errors
 
 
 def _shorthand(overrides: List[str]) -> List[str]:
@@ -27,5 +27,5 @@ def train(overrides: Optional[List[str]]) -> None:
     from aent_cli.engine.setup import RunContext
     from aent_cli.engine.trainer import run_training
 
-    with user_errors():
+    with user_errors(), sigterm_interrupts():
         run_training(cfg, RunContext(overrides=overrides))

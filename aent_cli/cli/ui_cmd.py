@@ -17,7 +17,7 @@ from typing import List, Optional
 import typer
 
 from aent_cli.cli import ui_guard
-from aent_cli.cli.common import fail, load_config
+from aent_cli.cli.common import fail, load_config, sigterm_interrupts
 
 STARTUP_TIMEOUT_S = 120.0  # the first start may migrate an old store's schema
 STOP_TIMEOUT_S = ui_guard.STOP_TIMEOUT_S + ui_guard.LINGER_S + 5.0  # the guard's own bounded shutdown
@@ -84,10 +84,6 @@ def runs_url(base: str, uri: str, experiment: str) -> str:
     return f"{base}/#/experiments/{store.experiment_id(client, experiment)}/runs?workflowType=machine_learning"
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt  # `kill` stops the server the way Ctrl-C does
-
-
 def ui_command(
     overrides: Optional[List[str]] = typer.Argument(
         None, help="Config overrides; tracking.uri=URI picks the store (default: $MLFLOW_TRACKING_URI, "
@@ -114,21 +110,25 @@ def ui_command(
     env = {**os.environ}
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     proc = subprocess.Popen(guarded(server_command(uri, host, port, workers)), start_new_session=True, env=env)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if not wait_healthy(url, proc, STARTUP_TIMEOUT_S):
-            code = proc.poll()
-            stop(proc)
-            fail(f"the MLflow server did not come up on {url}" + (f" (exit code {code})" if code is not None else ""))
-        page = runs_url(url, uri, cfg.tracking.experiment)
-        note = "" if page != url else f"; no experiment {cfg.tracking.experiment!r} yet"
-        typer.echo(f"MLflow UI: {page}  (store {uri}{note}; Ctrl-C stops it)")
-        sys.stdout.flush()
-        code = proc.wait()
-        fail(f"the MLflow server exited with code {code}")
+        with sigterm_interrupts():  # `kill` stops the server the way Ctrl-C does
+            _serve(proc, url, uri, cfg)
     except KeyboardInterrupt:
         stop(proc)
         typer.echo("stopped")
     finally:
-        signal.signal(signal.SIGTERM, previous)
         stop(proc)
+
+
+def _serve(proc, url: str, uri: str, cfg) -> None:
+    """Wait for the server to answer, print its URL, then wait for it (Ctrl-C / SIGTERM end the wait)."""
+    if not wait_healthy(url, proc, STARTUP_TIMEOUT_S):
+        code = proc.poll()
+        stop(proc)
+        fail(f"the MLflow server did not come up on {url}" + (f" (exit code {code})" if code is not None else ""))
+    page = runs_url(url, uri, cfg.tracking.experiment)
+    note = "" if page != url else f"; no experiment {cfg.tracking.experiment!r} yet"
+    typer.echo(f"MLflow UI: {page}  (store {uri}{note}; Ctrl-C stops it)")
+    sys.stdout.flush()
+    code = proc.wait()
+    fail(f"the MLflow server exited with code {code}")

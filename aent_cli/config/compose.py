@@ -95,8 +95,10 @@ def _check_group(group: str, option, text: str, options: dict) -> None:
         # Hydra would merge every listed option into one section (algo=[aent,grpo] runs a hybrid).
         raise config_error(f"{text}: {group} takes one option, not a list (choices: {', '.join(options[group])}); "
                            "to run several, use aent sweep or aent ablate")
-    if not isinstance(option, str) or option in options[group]:
+    if isinstance(option, str) and option in options[group]:
         return
+    if not isinstance(option, str):  # algo=3, model=true, algo=null: Hydra would raise a ValueError
+        raise config_error(f"unknown {group} {option!r} in {text} (choices: {', '.join(options[group])})")
     close = difflib.get_close_matches(option, options[group], n=1, cutoff=0.5)
     hint = f"did you mean {close[0]}? " if close else ""
     raise config_error(f"unknown {group} {option!r} in {text}: {hint}(choices: {', '.join(options[group])})")

@@ -30,6 +30,9 @@ def _fail(key: str, value, allowed: str) -> None:
 # normalised relative path, at most 250 characters. Checked here so a bad key (`notes={lr@bs:1}`) is
 # one line and exit 2 before any run exists, not an MlflowException half-way through logging params.
 MAX_GRADING_WORKERS = 64  # grading processes; more than this only thrashes a machine
+# Sizes past these are typos (a group of 10^8 responses is a 1.6 TB sampler buffer), refused before any work.
+MAX_GROUP = 4096  # rollout.n and eval.k: responses per prompt
+MAX_STEPS = 10_000_000
 _MLFLOW_KEY = re.compile(r"^[/\w.\- :]*$")
 _MLFLOW_KEY_MAX = 250
 
@@ -108,7 +111,7 @@ RANGES: Dict[str, Check] = {
     "model.logit_chunk": _at_least(1),
     "data.val_size": _at_least(0),
     "data.arithmetic_hard_share": ((lambda v: 0.0 <= v <= 1.0), "0 <= share <= 1"),
-    "rollout.n": ((lambda v: v >= 2), "group size >= 2"),
+    "rollout.n": ((lambda v: 2 <= v <= MAX_GROUP), f"a group size from 2 to {MAX_GROUP}"),
     "rollout.temperature": _above(0),
     "rollout.top_p": _TOP_P,
     "rollout.top_k": _TOP_K,
@@ -116,14 +119,15 @@ RANGES: Dict[str, Check] = {
     "reward.timeout_s": _above(0),
     "reward.workers": ((lambda v: 0 <= v <= MAX_GRADING_WORKERS), f"0 (auto) to {MAX_GRADING_WORKERS}"),
     **{f"trainer.{key}": _at_least(1) for key in (
-        "steps", "batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs", "val_n", "keep_checkpoints")},
+        "batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs", "val_n", "keep_checkpoints")},
     **{f"trainer.{key}": _at_least(0) for key in ("val_every", "checkpoint_every", "threads", "micro_batch_tokens")},
+    "trainer.steps": ((lambda v: 1 <= v <= MAX_STEPS), f"1 to {MAX_STEPS:,}"),
     "trainer.stop_after": ((lambda v: v >= 1), ">= 1: the last step to run (null = run to trainer.steps)"),
     "trainer.lr": _at_least(0),
     "trainer.grad_clip": _above(0),
     "trainer.zero_stage": ((lambda v: v in (0, 1, 2, 3)), "0, 1, 2 or 3"),
     "trainer.entropy_collapse_fraction": ((lambda v: 0.0 <= v < 1.0), "0 <= fraction < 1 (0 = off)"),
-    "eval.k": _at_least(1),
+    "eval.k": ((lambda v: 1 <= v <= MAX_GROUP), f"1 to {MAX_GROUP} samples per problem"),
     "eval.temperature": ((lambda v: v >= 0), ">= 0 (0 = greedy)"),
     "eval.top_p": _TOP_P,
     "eval.top_k": _TOP_K,
@@ -151,6 +155,8 @@ def _relations(cfg: DictConfig) -> Iterator[Tuple[bool, str, Any, str]]:
            "only with trainer.backend=deepspeed (torch backend: model.dtype=bfloat16)")
     yield (not t.cpu_offload or (t.backend == "deepspeed" and t.zero_stage > 0), "trainer.cpu_offload",
            t.cpu_offload, "only with trainer.backend=deepspeed and trainer.zero_stage >= 1")
+    yield (t.resume is None or str(t.resume).strip() != "", "trainer.resume", t.resume,
+           "a run folder, one of its checkpoints, or latest (an empty shell variable? null starts a new run)")
 
 
 def validate(cfg: DictConfig) -> DictConfig:

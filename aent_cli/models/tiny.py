@@ -22,6 +22,7 @@ from filelock import FileLock
 
 from aent_cli.cache import cache_root
 from aent_cli.data.arithmetic import TASK_VERSION, arithmetic_problems, direct_response, worked_response
+from aent_cli.errors import UserError
 from aent_cli.models.saving import save_model_dir
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
@@ -142,9 +143,15 @@ def ensure_tiny_model(steps: int, seed: int, progress_factory=None) -> Path:
     target = cache_root() / f"tiny-{recipe_key(rec)}"
     if (target / "recipe.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # AENT_CACHE_DIR names a file, or a folder that cannot be made
+        raise UserError(f"cannot use the cache folder {target.parent}: {exc.strerror or exc} "
+                        "(set AENT_CACHE_DIR to a writable folder)") from None
     with FileLock(f"{target}.lock"):
         if not (target / "recipe.json").is_file():  # not built by another process while this one waited
+            if target.exists():  # a partial copy (no recipe.json): kept aside, the rename needs the name
+                target.rename(target.with_name(f"{target.name}.incomplete-{int(time.time())}"))
             _build(target, rec, steps, seed, progress_factory)
     return target
 

@@ -113,8 +113,11 @@ def parse_sweep_file(data, path: Optional[Path], name: str) -> SweepFile:
         raise ConfigError(f"{where}: hydra.sweeper.params must map keys to values, got {params_node!r}")
     params = {str(k): _scalar(v, f"{where}: hydra.sweeper.params.{k}") for k, v in params_node.items()}
     overrides = _override_list(data.get("overrides") or [], f"{where}: overrides")
+    job_entries = data.get("jobs") or []
+    if not isinstance(job_entries, list):
+        raise ConfigError(f"{where}: jobs must be a list of override sets, got {job_entries!r}")
     sets = []
-    for i, entry in enumerate(data.get("jobs") or []):
+    for i, entry in enumerate(job_entries):
         at = f"{where}: jobs[{i}]"
         if isinstance(entry, dict) and "overrides" in entry:
             if set(entry) - {"overrides", "label"}:
