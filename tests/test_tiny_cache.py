@@ -25,3 +25,20 @@ def test_a_partial_model_folder_is_kept_aside_and_rebuilt(tmp_path, monkeypatch)
     assert json.loads((target / "recipe.json").read_text())["steps"] == 2
     (aside,) = tmp_path.glob(f"{target.name}.incomplete-*")
     assert (aside / "stray.txt").read_text() == "a copy interrupted half-way"
+
+
+def test_a_damaged_cached_model_names_its_file_and_the_fix(tmp_path, monkeypatch, tiny_cache):
+    import shutil
+
+    from aent_cli.config import compose_config
+    from aent_cli.models.loading import load_policy
+
+    copy = tmp_path / tiny_cache.name
+    shutil.copytree(tiny_cache, copy)
+    with open(copy / "model.safetensors", "r+b") as f:
+        f.truncate(10)
+    monkeypatch.setenv("AENT_CACHE_DIR", str(tmp_path))
+    with pytest.raises(UserError) as info:
+        load_policy(compose_config([]).model)
+    assert f"{copy / 'model.safetensors'} cannot be read" in str(info.value)
+    assert f"delete {copy} and it is built again" in str(info.value)

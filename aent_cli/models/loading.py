@@ -102,8 +102,11 @@ def load_policy(model_cfg, device: torch.device | str = "cpu", progress_factory=
     except Exception as exc:  # a weight file damaged past its header: safetensors' own error type
         if type(exc).__name__ != "SafetensorError":
             raise
-        raise UserError(f"model.path={model_cfg.path}: a weight file cannot be read "
-                        f"({' '.join(str(exc).split())[:160]})") from None
+        files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+        where = files[0] if len(files) == 1 else path
+        fix = f"; delete {path} and it is built again" if model_cfg.path == "tiny" else ""
+        raise UserError(f"model.path={model_cfg.path}: {where} cannot be read "
+                        f"({' '.join(str(exc).split())[:160]}){fix}") from None
     model = model.to(device)
     broken = first_non_finite(model)
     if broken is not None:  # corrupted bytes past an intact header: NaN / inf weights, sampling would fail later
