@@ -85,7 +85,7 @@ def test_verbose_adds_hydra_detail():
 @pytest.mark.parametrize("override", ["algo=3", "algo=1.5", "algo=null", "model=true", "trainer=3"])
 def test_a_group_choice_that_is_not_a_name_is_one_line(override):
     group = override.split("=")[0]
-    with pytest.raises(ConfigError, match=rf"^unknown {group} .* in {override} \(choices: "):
+    with pytest.raises(ConfigError, match=rf"^unknown {group} .* in {override}: \(choices: "):
         compose_config([override])
 
 

@@ -1,6 +1,7 @@
 """The embedded model's cache folder: a file where the folder should be is one line (exit 2 from the CLI),
 and a partial copy of a model folder (no recipe.json) is kept aside and rebuilt, not renamed over."""
 import json
+import shutil
 
 import pytest
 
@@ -28,8 +29,6 @@ def test_a_partial_model_folder_is_kept_aside_and_rebuilt(tmp_path, monkeypatch)
 
 
 def test_a_damaged_cached_model_names_its_file_and_the_fix(tmp_path, monkeypatch, tiny_cache):
-    import shutil
-
     from aent_cli.config import compose_config
     from aent_cli.models.loading import load_policy
 

@@ -97,9 +97,8 @@ def _check_group(group: str, option, text: str, options: dict) -> None:
                            "to run several, use aent sweep or aent ablate")
     if isinstance(option, str) and option in options[group]:
         return
-    if not isinstance(option, str):  # algo=3, model=true, algo=null: Hydra would raise a ValueError
-        raise config_error(f"unknown {group} {option!r} in {text} (choices: {', '.join(options[group])})")
-    close = difflib.get_close_matches(option, options[group], n=1, cutoff=0.5)
+    # not a name at all (algo=3, model=true, algo=null) is refused here too: Hydra would raise a ValueError
+    close = difflib.get_close_matches(option, options[group], n=1, cutoff=0.5) if isinstance(option, str) else []
     hint = f"did you mean {close[0]}? " if close else ""
     raise config_error(f"unknown {group} {option!r} in {text}: {hint}(choices: {', '.join(options[group])})")
 
